@@ -1,0 +1,220 @@
+"""Observed-state snapshots as JSON files: the offline input of ``plan`` and ``fit``, and the
+output of ``snapshot``. The format is documented in ``docs/snapshot-format.md``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import MappingProxyType
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
+
+from daemon.core.observed import GpuSnapshot, LaunchRecord, ObservedState, RunningModel, Worker
+from daemon.core.units import GiB, GpuRef
+from daemon.errors import SnapshotError
+
+Int = Annotated[int, Strict()]
+NonNegative = Annotated[float, Strict(), Field(ge=0)]
+SNAPSHOT_FORMAT = 1
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GpuEntry(_Strict):
+    index: Int = Field(ge=0)
+    name: str = ""
+    total_bytes: Int | None = Field(None, ge=0)
+    used_bytes: Int | None = Field(None, ge=0)
+    total_gib: NonNegative | None = None
+    used_gib: NonNegative | None = None
+
+    def bytes(self) -> tuple[int, int]:
+        total = self.total_bytes if self.total_bytes is not None else _gib(self.total_gib)
+        used = (
+            self.used_bytes if self.used_bytes is not None else round((self.used_gib or 0.0) * GiB)
+        )
+        if total is None:
+            raise ValueError(f"gpu {self.index}: give total_bytes or total_gib")
+        return total, used
+
+
+def _gib(value: float | None) -> int | None:
+    return None if value is None else round(value * GiB)
+
+
+class WorkerEntry(_Strict):
+    address: str
+    gpus: list[GpuEntry] = []
+
+
+class ModelEntry(_Strict):
+    uid: str
+    model_name: str
+    model_type: str = "LLM"
+    model_engine: str | None = None
+    model_format: str | None = None
+    model_size_in_billions: str | float | None = None
+    quantization: str | None = None
+    replicas: Int = 1
+    status: str = "READY"
+    worker: str | None = None
+    gpu_indexes: list[Int] = []
+    gpu_memory_bytes: dict[str, Int] = {}
+    error_message: str | None = None
+
+
+class ManagedEntry(_Strict):
+    uid: str
+    spec_hash: str
+    config_revision: str = ""
+    worker: str | None = None
+    claims_bytes: dict[str, Int] = {}
+
+
+class SnapshotFile(_Strict):
+    format: Literal[1] = 1
+    workers: list[WorkerEntry] = []
+    models: list[ModelEntry] = []
+    managed: list[ManagedEntry] = []
+    backing_off: list[str] = []
+
+
+def _refs(worker: str | None, by_index: dict[str, int]) -> dict[GpuRef, int]:
+    if worker is None:
+        return {}
+    return {GpuRef(worker=worker, index=int(i)): b for i, b in by_index.items()}
+
+
+def observed_from_document(doc: Any, *, name: str = "snapshot") -> ObservedState:
+    """A parsed JSON document -> ObservedState (SnapshotError on any mismatch)."""
+    try:
+        snap = SnapshotFile.model_validate(doc)
+        workers = tuple(
+            Worker(
+                address=w.address,
+                gpus=tuple(
+                    GpuSnapshot(
+                        ref=GpuRef(worker=w.address, index=g.index),
+                        name=g.name,
+                        total_bytes=g.bytes()[0],
+                        used_bytes=g.bytes()[1],
+                    )
+                    for g in sorted(w.gpus, key=lambda g: g.index)
+                ),
+            )
+            for w in snap.workers
+        )
+    except (ValidationError, ValueError) as exc:
+        raise SnapshotError(f"{name}: not a valid snapshot: {_short(exc)}") from None
+    models = tuple(
+        RunningModel(
+            uid=m.uid,
+            model_name=m.model_name,
+            model_type=m.model_type,
+            model_engine=m.model_engine,
+            model_format=m.model_format,
+            model_size_in_billions=None
+            if m.model_size_in_billions is None
+            else str(m.model_size_in_billions),
+            quantization=m.quantization,
+            replicas=m.replicas,
+            status=m.status,
+            worker=m.worker,
+            gpu_indexes=tuple(m.gpu_indexes),
+            gpu_memory=MappingProxyType(_refs(m.worker, m.gpu_memory_bytes)),
+            error_message=m.error_message,
+        )
+        for m in snap.models
+    )
+    managed = {
+        r.uid: LaunchRecord(
+            uid=r.uid,
+            spec_hash=r.spec_hash,
+            config_revision=r.config_revision,
+            claims=MappingProxyType(_refs(r.worker, r.claims_bytes)),
+        )
+        for r in snap.managed
+    }
+    return ObservedState(
+        workers=workers,
+        models=models,
+        managed=MappingProxyType(managed),
+        backing_off=frozenset(snap.backing_off),
+    )
+
+
+def _short(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        return "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+            for e in exc.errors(include_url=False, include_input=False)
+        )
+    return str(exc)
+
+
+def load_snapshot(path: Path) -> ObservedState:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SnapshotError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SnapshotError(f"{path}: cannot read it ({exc.__class__.__name__})") from None
+    except json.JSONDecodeError as exc:
+        raise SnapshotError(
+            f"{path}: not JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
+        ) from None
+    return observed_from_document(doc, name=str(path))
+
+
+def observed_to_document(observed: ObservedState) -> dict[str, Any]:
+    """ObservedState -> the JSON snapshot document (bytes exact, sorted for stable diffs)."""
+    return {
+        "format": SNAPSHOT_FORMAT,
+        "workers": [
+            {
+                "address": w.address,
+                "gpus": [
+                    {
+                        "index": g.ref.index,
+                        "name": g.name,
+                        "total_bytes": g.total_bytes,
+                        "used_bytes": g.used_bytes,
+                    }
+                    for g in w.gpus
+                ],
+            }
+            for w in sorted(observed.workers, key=lambda w: w.address)
+        ],
+        "models": [
+            {
+                "uid": m.uid,
+                "model_name": m.model_name,
+                "model_type": m.model_type,
+                "model_engine": m.model_engine,
+                "model_format": m.model_format,
+                "model_size_in_billions": m.model_size_in_billions,
+                "quantization": m.quantization,
+                "replicas": m.replicas,
+                "status": m.status,
+                "worker": m.worker,
+                "gpu_indexes": list(m.gpu_indexes),
+                "gpu_memory_bytes": {str(r.index): b for r, b in sorted(m.gpu_memory.items())},
+                "error_message": m.error_message,
+            }
+            for m in sorted(observed.models, key=lambda m: m.uid)
+        ],
+        "managed": [
+            {
+                "uid": r.uid,
+                "spec_hash": r.spec_hash,
+                "config_revision": r.config_revision,
+                "worker": next(iter(r.claims), GpuRef(worker="", index=0)).worker or None,
+                "claims_bytes": {str(g.index): b for g, b in sorted(r.claims.items())},
+            }
+            for r in sorted(observed.managed.values(), key=lambda r: r.uid)
+        ],
+        "backing_off": sorted(observed.backing_off),
+    }

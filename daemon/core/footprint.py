@@ -1,0 +1,375 @@
+"""GPU-memory estimate for one model instance on one GPU: weights + KV cache + runtime overhead.
+
+Pure functions over :class:`~daemon.core.architecture.Architecture`. Every figure is per GPU (after
+the tensor-parallel split). The formulas and their calibration are explained in ``docs/estimator.md``;
+the constants marked *calibrated* were fitted to public vLLM start-up logs
+(``tests/data/vllm_startup_logs.json``) and are checked against them by the tests.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import StrEnum
+
+from daemon.core.architecture import Architecture, embedding_params, estimate_params
+from daemon.core.units import GiB, MiB
+
+
+class Engine(StrEnum):
+    """Xinference engine names (``model_engine``), as the server spells them."""
+
+    VLLM = "vLLM"
+    SGLANG = "SGLang"
+    TRANSFORMERS = "Transformers"
+    LLAMA_CPP = "llama.cpp"
+    MLX = "MLX"
+    SENTENCE_TRANSFORMERS = "sentence_transformers"
+    FLAG = "flag"
+
+
+# Engines that pre-allocate a fraction of the whole GPU and then fill it with KV cache.
+FRACTION_ENGINES = frozenset({Engine.VLLM, Engine.SGLANG})
+
+BLOCK_SIZE = 16  # vLLM's paged-attention block, tokens
+CUDA_CONTEXT_BYTES = 512 * MiB  # each CUDA process before it allocates anything (memory-model.md)
+# calibrated: memory outside PyTorch's allocator that vLLM counts inside its budget (NCCL, cuBLAS).
+NON_TORCH_BYTES_SINGLE = 256 * MiB
+NON_TORCH_BYTES_TENSOR_PARALLEL = 2 * GiB  # communication buffers per GPU with TP > 1
+# calibrated: CUDA-graph capture memory (vLLM captures after sizing the KV cache, so it sits
+# outside gpu_memory_utilization x total and must be added when sharing a GPU).
+CUDA_GRAPH_BYTES = 512 * MiB
+
+
+class QuantizationError(ValueError):
+    """An unknown weight format or quantization name."""
+
+
+# Bits per weight of the quantized (linear) layers. Token embeddings and the output head stay
+# 16-bit in AWQ/GPTQ/FP8/bitsandbytes checkpoints; GGUF quantizes them too.
+_LINEAR_BITS: dict[str, float] = {
+    "none": 16.0,
+    "bf16": 16.0,
+    "fp16": 16.0,
+    "f16": 16.0,
+    "float16": 16.0,
+    "bfloat16": 16.0,
+    "fp32": 32.0,
+    "f32": 32.0,
+    "float32": 32.0,
+    "fp8": 8.0,
+    "fp8_e4m3": 8.0,
+    "int8": 8.25,
+    "8-bit": 8.25,
+    "int4": 4.25,
+    "4-bit": 4.25,
+    "awq": 4.25,
+    "gptq": 4.25,
+    "nf4": 4.5,
+    "w8a8": 8.0,
+    "w4a16": 4.25,
+}
+# GGUF: whole-file bits per weight (llama.cpp's quantize table; k-quants mix block types).
+_GGUF_BITS: dict[str, float] = {
+    "q2_k": 3.0,
+    "q3_k_s": 3.5,
+    "q3_k_m": 3.9,
+    "q3_k_l": 4.3,
+    "iq4_xs": 4.25,
+    "iq4_nl": 4.5,
+    "q4_0": 4.55,
+    "q4_1": 5.0,
+    "q4_k_s": 4.6,
+    "q4_k_m": 4.85,
+    "q5_0": 5.55,
+    "q5_1": 6.0,
+    "q5_k_s": 5.55,
+    "q5_k_m": 5.7,
+    "q6_k": 6.6,
+    "q8_0": 8.5,
+    "f16": 16.0,
+    "bf16": 16.0,
+}
+QUANTIZED_FORMATS = frozenset({"awq", "gptq", "fp8", "bnb", "int8", "int4"})
+
+
+def known_quantizations() -> tuple[str, ...]:
+    """Every quantization name :func:`bits_per_weight` understands (for help texts and errors)."""
+    return tuple(sorted(set(_LINEAR_BITS) | set(_GGUF_BITS)))
+
+
+def bits_per_weight(model_format: str, quantization: str | None, *, dtype_bytes: int = 2) -> float:
+    """Bits per weight for Xinference's (``model_format``, ``quantization``) pair."""
+    fmt = model_format.lower()
+    quant = (quantization or "none").lower().replace("-", "_") if quantization else "none"
+    quant = {"4_bit": "4-bit", "8_bit": "8-bit"}.get(quant, quant)
+    if fmt.startswith("gguf"):
+        if quant in _GGUF_BITS:
+            return _GGUF_BITS[quant]
+        raise QuantizationError(
+            f"unknown GGUF quantization {quantization!r}; known: {', '.join(sorted(_GGUF_BITS))}"
+        )
+    if fmt in {"awq", "gptq"} and quant in {"none", "int4", "4-bit"}:
+        return _LINEAR_BITS["int4"]
+    if fmt == "fp8" and quant == "none":
+        return 8.0
+    if quant in _LINEAR_BITS:
+        if quant == "none":
+            return 8.0 * dtype_bytes
+        return _LINEAR_BITS[quant]
+    raise QuantizationError(
+        f"unknown quantization {quantization!r} for format {model_format!r}; "
+        f"known: {', '.join(sorted(_LINEAR_BITS))}"
+    )
+
+
+def weights_bytes(
+    arch: Architecture, *, bits: float, tensor_parallel_size: int = 1, gguf: bool = False
+) -> int:
+    """Weight bytes on each GPU: linear layers at ``bits``, embeddings/head at 16 bit unless GGUF."""
+    total = estimate_params(arch)
+    if bits >= 16 or gguf:
+        whole = total * bits / 8
+    else:
+        emb = min(embedding_params(arch), total)
+        whole = (total - emb) * bits / 8 + emb * 2
+    return math.ceil(whole / tensor_parallel_size)
+
+
+@dataclass(frozen=True, kw_only=True)
+class KvLayout:
+    """KV-cache bytes per token on one GPU, split by attention kind.
+
+    ``full_bytes_per_token`` covers layers that keep every token; ``sliding_bytes_per_token`` covers
+    sliding-window layers, which keep at most ``window`` (+ one prefill chunk) tokens per sequence.
+    """
+
+    full_bytes_per_token: int
+    sliding_bytes_per_token: int = 0
+    window: int | None = None
+
+    @property
+    def bytes_per_token(self) -> int:
+        """What one more token costs while a sequence is shorter than the window."""
+        return self.full_bytes_per_token + self.sliding_bytes_per_token
+
+    def bytes_for_sequences(self, tokens: int, sequences: int, *, chunk: int = 0) -> int:
+        """Memory for ``sequences`` sequences of ``tokens`` tokens, rounded up to whole blocks."""
+        blocks_full = math.ceil(tokens / BLOCK_SIZE)
+        need = blocks_full * BLOCK_SIZE * self.full_bytes_per_token
+        if self.sliding_bytes_per_token and self.window is not None:
+            kept = min(tokens, self.window - 1 + chunk) if chunk else min(tokens, self.window)
+            blocks_sliding = math.ceil(kept / BLOCK_SIZE) + 1
+            need += blocks_sliding * BLOCK_SIZE * self.sliding_bytes_per_token
+        return need * sequences
+
+    def tokens_that_fit(self, kv_bytes: int) -> int:
+        """Tokens of cache that ``kv_bytes`` hold, counted in whole blocks (vLLM's report)."""
+        if kv_bytes <= 0 or self.bytes_per_token <= 0:
+            return 0
+        blocks = kv_bytes // (BLOCK_SIZE * self.bytes_per_token)
+        return int(blocks * BLOCK_SIZE)
+
+
+def kv_layout(
+    arch: Architecture, *, kv_dtype_bytes: int | None = None, tensor_parallel_size: int = 1
+) -> KvLayout:
+    """KV layout on one GPU.
+
+    Standard and grouped-query attention: ``2 x layers x kv_heads x head_dim x bytes``, with the KV
+    heads split across tensor-parallel ranks (replicated when there are fewer heads than ranks).
+    MLA: ``layers x (kv_lora_rank + qk_rope_head_dim) x bytes``, the same on every rank.
+    """
+    dtype = kv_dtype_bytes or arch.dtype_bytes
+    if arch.is_encoder:
+        return KvLayout(full_bytes_per_token=0)  # encoders keep no cache between requests
+    if arch.uses_mla:
+        per_layer = ((arch.kv_lora_rank or 0) + (arch.qk_rope_head_dim or 0)) * dtype
+        return KvLayout(full_bytes_per_token=arch.num_layers * per_layer)
+    heads_per_rank = max(1, arch.num_kv_heads // tensor_parallel_size)
+    per_layer = 2 * heads_per_rank * arch.head_dim * dtype
+    return KvLayout(
+        full_bytes_per_token=arch.full_attention_layers * per_layer,
+        sliding_bytes_per_token=arch.sliding_layers * per_layer,
+        window=arch.sliding_window if arch.sliding_layers else None,
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class EngineLimits:
+    """Scheduler limits that size vLLM's profiling run (and so its activation peak)."""
+
+    max_num_batched_tokens: int
+    max_num_seqs: int
+    enforce_eager: bool = False
+
+
+def vllm_default_limits(
+    *, gpu_total_bytes: int, gpu_name: str = "", enforce_eager: bool = False
+) -> EngineLimits:
+    """vLLM's (V1) defaults for the engine context Xinference uses (see docs/vllm-memory-notes.md).
+
+    GPUs with at least 70 GiB that are not A100s get the larger defaults.
+    """
+    big = gpu_total_bytes >= 70 * GiB and "a100" not in gpu_name.lower()
+    return EngineLimits(
+        max_num_batched_tokens=8192 if big else 2048,
+        max_num_seqs=1024 if big else 256,
+        enforce_eager=enforce_eager,
+    )
+
+
+# calibrated (docs/estimator.md): the profiling forward pass peaks in the MLP, where each batched
+# token holds its hidden state and residual (2 x hidden, 16 bit), the fused gate/up output
+# (2 x intermediate) and the activated product (intermediate); the factor covers allocator slack.
+ACT_SLACK = 1.07
+# calibrated: the sampler's dummy run holds fp32 logits for max_num_seqs sequences (one copy).
+ACT_LOGIT_COPIES = 1.0
+
+
+def vllm_activation_bytes(
+    arch: Architecture, limits: EngineLimits, *, tensor_parallel_size: int = 1
+) -> int:
+    """Peak activation of vLLM's profiling run: ``max_num_batched_tokens`` tokens through one
+    decoder layer, then fp32 logits for ``max_num_seqs`` sequences."""
+    tokens = limits.max_num_batched_tokens
+    inter = (arch.moe_intermediate_size or arch.intermediate_size) * max(arch.experts_per_token, 1)
+    per_token = 2 * 2 * arch.hidden_size + 3 * 2 * inter / tensor_parallel_size
+    logits = 4 * ACT_LOGIT_COPIES * min(limits.max_num_seqs, tokens) * arch.vocab_size
+    return math.ceil(ACT_SLACK * tokens * per_token + logits)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Footprint:
+    """What one model instance needs on each GPU it uses.
+
+    ``budgeted_overhead_bytes`` is what a fraction engine (vLLM) subtracts from its budget before the
+    KV cache; ``outside_budget_bytes`` is what it uses on top of ``utilization x total`` (CUDA
+    context, CUDA graphs). For other engines both add to the fixed need.
+    """
+
+    engine: str
+    weights_bytes: int
+    kv: KvLayout
+    activation_bytes: int
+    non_torch_bytes: int
+    cuda_graph_bytes: int
+    cuda_context_bytes: int
+
+    @property
+    def kv_bytes_per_token(self) -> int:
+        return self.kv.bytes_per_token
+
+    @property
+    def budgeted_overhead_bytes(self) -> int:
+        return self.activation_bytes + self.non_torch_bytes
+
+    @property
+    def outside_budget_bytes(self) -> int:
+        return self.cuda_graph_bytes + self.cuda_context_bytes
+
+    @property
+    def overhead_bytes(self) -> int:
+        return self.budgeted_overhead_bytes + self.outside_budget_bytes
+
+    @property
+    def uses_fraction(self) -> bool:
+        return self.engine in FRACTION_ENGINES
+
+
+def estimate_footprint(
+    arch: Architecture,
+    *,
+    engine: str,
+    weights: int,
+    tensor_parallel_size: int = 1,
+    kv_dtype_bytes: int | None = None,
+    limits: EngineLimits,
+) -> Footprint:
+    """Per-GPU footprint of one instance of ``arch`` served by ``engine``."""
+    kv = kv_layout(arch, kv_dtype_bytes=kv_dtype_bytes, tensor_parallel_size=tensor_parallel_size)
+    tp = tensor_parallel_size
+    if engine in FRACTION_ENGINES:
+        return Footprint(
+            engine=engine,
+            weights_bytes=weights,
+            kv=kv,
+            activation_bytes=vllm_activation_bytes(arch, limits, tensor_parallel_size=tp),
+            non_torch_bytes=NON_TORCH_BYTES_TENSOR_PARALLEL if tp > 1 else NON_TORCH_BYTES_SINGLE,
+            cuda_graph_bytes=0 if limits.enforce_eager else CUDA_GRAPH_BYTES,
+            cuda_context_bytes=CUDA_CONTEXT_BYTES,
+        )
+    # Engines that allocate as they go: the activation of one batch at the intended length.
+    act_tokens = limits.max_num_batched_tokens
+    if arch.is_encoder:
+        # One batch of max_num_seqs texts of max_num_batched_tokens tokens: a few hidden- and one
+        # intermediate-size fp32 tensor per token. PyTorch's SDPA kernels never materialise the
+        # (heads x L x L) score matrix, so attention adds nothing that grows with L squared.
+        tokens = act_tokens * limits.max_num_seqs
+        activation = tokens * (arch.hidden_size * 16 + arch.intermediate_size * 4)
+    else:
+        activation = act_tokens * (arch.hidden_size * 16 + arch.intermediate_size * 4 // tp)
+        activation += 4 * arch.vocab_size * min(limits.max_num_seqs, act_tokens)
+    return Footprint(
+        engine=engine,
+        weights_bytes=weights,
+        kv=kv,
+        activation_bytes=math.ceil(activation),
+        non_torch_bytes=NON_TORCH_BYTES_SINGLE,
+        cuda_graph_bytes=0,
+        cuda_context_bytes=CUDA_CONTEXT_BYTES,
+    )
+
+
+# --- the two directions users need ---------------------------------------------------------------
+
+
+def kv_cache_bytes_at(fp: Footprint, *, utilization: float, gpu_total_bytes: int) -> int:
+    """KV-cache bytes a fraction engine gets at ``utilization`` (may be negative: does not fit)."""
+    return math.floor(utilization * gpu_total_bytes) - fp.weights_bytes - fp.budgeted_overhead_bytes
+
+
+def kv_cache_tokens_at(fp: Footprint, *, utilization: float, gpu_total_bytes: int) -> int:
+    """KV-cache tokens vLLM would report at ``utilization`` ("GPU KV cache size: N tokens")."""
+    kv_bytes = kv_cache_bytes_at(fp, utilization=utilization, gpu_total_bytes=gpu_total_bytes)
+    return fp.kv.tokens_that_fit(kv_bytes)
+
+
+def kv_bytes_needed(fp: Footprint, *, max_model_len: int, sequences: int, chunk: int = 0) -> int:
+    """KV bytes for ``sequences`` concurrent sequences of ``max_model_len`` tokens."""
+    return fp.kv.bytes_for_sequences(max_model_len, sequences, chunk=chunk)
+
+
+UTILIZATION_STEP = 0.001  # computed utilizations are rounded up to this step
+
+
+def required_utilization(
+    fp: Footprint, *, gpu_total_bytes: int, max_model_len: int, sequences: int = 1, chunk: int = 0
+) -> float:
+    """Smallest ``gpu_memory_utilization`` whose KV cache holds the wanted sequences.
+
+    May exceed 1.0, meaning no utilization fits on this GPU.
+    """
+    need = fp.weights_bytes + fp.budgeted_overhead_bytes
+    need += kv_bytes_needed(fp, max_model_len=max_model_len, sequences=sequences, chunk=chunk)
+    steps = math.ceil(need / gpu_total_bytes / UTILIZATION_STEP - 1e-9)
+    return round(steps * UTILIZATION_STEP, 3)
+
+
+def max_model_len_at(
+    fp: Footprint, *, utilization: float, gpu_total_bytes: int, sequences: int = 1
+) -> int:
+    """Largest ``max_model_len`` whose ``sequences`` sequences fit at ``utilization`` (0: none)."""
+    kv_bytes = kv_cache_bytes_at(fp, utilization=utilization, gpu_total_bytes=gpu_total_bytes)
+    if kv_bytes <= 0:
+        return 0
+    if fp.kv.bytes_per_token == 0:
+        return 1 << 31
+    lo, hi = 0, max(1, kv_bytes // max(fp.kv.full_bytes_per_token, 1) + BLOCK_SIZE)
+    while lo < hi:  # bytes_for_sequences is monotone in tokens: binary search the largest fit
+        mid = (lo + hi + 1) // 2
+        if fp.kv.bytes_for_sequences(mid, sequences) <= kv_bytes:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo

@@ -1,0 +1,108 @@
+"""What the cluster looks like right now, as plain frozen values the planner reads.
+
+The shell builds it from Xinference (``/status``, ``/v1/models``, ``/v1/models/instances``), NVML and
+the state file, or from a snapshot file for offline planning (format in ``docs/snapshot-format.md``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from daemon.core.units import GpuRef
+
+READY = "READY"
+ERROR = "ERROR"
+IN_PROGRESS = frozenset({"CREATING", "LOADING", "UPDATING", "PENDING"})
+TERMINATING = "TERMINATING"
+
+
+@dataclass(frozen=True, kw_only=True)
+class GpuSnapshot:
+    """One GPU as its worker reports it. ``used_bytes`` includes every process on it."""
+
+    ref: GpuRef
+    total_bytes: int
+    used_bytes: int
+    name: str = ""
+
+    @property
+    def free_bytes(self) -> int:
+        return max(0, self.total_bytes - self.used_bytes)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Worker:
+    """A worker process of the cluster, by the address Xinference lists it under (``ip:port``)."""
+
+    address: str
+    gpus: tuple[GpuSnapshot, ...] = ()
+
+    @property
+    def host(self) -> str:
+        return self.address.rsplit(":", 1)[0] if ":" in self.address else self.address
+
+    def matches(self, wanted: str) -> bool:
+        """A config may name a worker by full address or by IP/host alone."""
+        return wanted in (self.address, self.host)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunningModel:
+    """A model instance the server knows about, in any state (launching, ready, failed)."""
+
+    uid: str
+    model_name: str
+    model_type: str = "LLM"
+    model_engine: str | None = None
+    model_format: str | None = None
+    model_size_in_billions: str | None = None
+    quantization: str | None = None
+    replicas: int = 1
+    status: str = READY
+    worker: str | None = None
+    gpu_indexes: tuple[int, ...] = ()
+    # Memory the server reports for this model per GPU, when it does (``gpu_memory`` in /v1/models).
+    gpu_memory: Mapping[GpuRef, int] = field(default_factory=lambda: MappingProxyType({}))
+    error_message: str | None = None
+
+    @property
+    def gpu_refs(self) -> tuple[GpuRef, ...]:
+        if self.worker is None:
+            return ()
+        return tuple(GpuRef(worker=self.worker, index=i) for i in self.gpu_indexes)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LaunchRecord:
+    """What this tool launched (from its state file): proof of ownership and the launched spec."""
+
+    uid: str
+    spec_hash: str
+    config_revision: str = ""
+    claims: Mapping[GpuRef, int] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ObservedState:
+    """The whole observed cluster plus this tool's own records.
+
+    ``backing_off`` names models whose failed launch may not be retried yet (the shell owns the clock
+    and decides; the planner only obeys).
+    """
+
+    workers: tuple[Worker, ...] = ()
+    models: tuple[RunningModel, ...] = ()
+    managed: Mapping[str, LaunchRecord] = field(default_factory=lambda: MappingProxyType({}))
+    backing_off: frozenset[str] = frozenset()
+
+    @property
+    def gpus(self) -> tuple[GpuSnapshot, ...]:
+        return tuple(g for w in self.workers for g in w.gpus)
+
+    def model(self, uid: str) -> RunningModel | None:
+        for m in self.models:
+            if m.uid == uid:
+                return m
+        return None

@@ -1,0 +1,370 @@
+"""One plan: drift + admission -> ordered actions (terminations first, then launches) and refusals.
+
+Pure and deterministic: the same config, demands and observed state give the same plan whatever
+the order of their entries.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Any
+
+from daemon.core.admission import (
+    SEARCH_BUDGET,
+    GpuCapacity,
+    Placement,
+    Refusal,
+    admit,
+    precedence,
+)
+from daemon.core.demand import Claim, Demand, claim_on
+from daemon.core.desired import Config
+from daemon.core.drift import ModelStatus, State, detect_drift
+from daemon.core.footprint import FRACTION_ENGINES
+from daemon.core.observed import GpuSnapshot, ObservedState, RunningModel
+from daemon.core.units import GiB, GpuRef
+
+
+@dataclass(frozen=True, kw_only=True)
+class Terminate:
+    uid: str
+    reason: str
+    managed: bool
+    kind: str = "terminate"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Launch:
+    uid: str
+    reason: str
+    spec_hash: str
+    model_name: str
+    model_type: str
+    worker: str | None
+    gpu_indexes: tuple[int, ...]
+    n_gpu: int | None
+    replica: int
+    launch_args: Mapping[str, Any]  # everything else Xinference's launch takes (engine kwargs too)
+    claims: Mapping[GpuRef, int]
+    replaces: bool = False
+    kind: str = "launch"
+
+
+Action = Terminate | Launch
+
+
+@dataclass(frozen=True, kw_only=True)
+class Segment:
+    """Part of one GPU's memory in the plan, for ``fit``."""
+
+    uid: str
+    weights: int
+    kv: int
+    overhead: int
+    state: str  # running | planned
+
+
+@dataclass(frozen=True, kw_only=True)
+class GpuBudget:
+    ref: GpuRef
+    name: str
+    total: int
+    reserve: int  # total minus the plan limit (reserve + the part above max_fraction)
+    external: int
+    segments: tuple[Segment, ...]
+
+    @property
+    def free(self) -> int:
+        used = sum(s.weights + s.kv + s.overhead for s in self.segments)
+        return self.total - self.reserve - self.external - used
+
+
+@dataclass(frozen=True, kw_only=True)
+class Plan:
+    mode: str
+    actions: tuple[Action, ...]
+    refused: tuple[Refusal, ...]
+    deferred: tuple[Action, ...]
+    statuses: tuple[ModelStatus, ...]
+    budgets: tuple[GpuBudget, ...]
+    notes: tuple[str, ...] = ()
+    placements: Mapping[str, Placement] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self.actions or self.deferred)
+
+
+def _limit(gpu: GpuSnapshot, config: Config) -> int:
+    policy = config.policy
+    return math.floor(gpu.total_bytes * policy.gpu_max_fraction) - round(
+        policy.gpu_reserve_gib * GiB
+    )
+
+
+def _attribution(
+    running: RunningModel,
+    ref: GpuRef,
+    observed: ObservedState,
+    demands: Mapping[str, Demand],
+    totals: Mapping[GpuRef, int],
+) -> int:
+    """Memory to account to a running model on one GPU: reported, else recorded, else estimated."""
+    if ref in running.gpu_memory:
+        return running.gpu_memory[ref]
+    record = observed.managed.get(running.uid)
+    if record is not None and ref in record.claims:
+        return record.claims[ref]
+    demand = demands.get(running.uid)
+    if demand is not None and ref in totals:
+        return claim_on(demand, totals[ref]).bytes
+    return 0  # unknown: it stays in the GPU's "used outside the plan"
+
+
+def _capacities(
+    config: Config,
+    observed: ObservedState,
+    demands: Mapping[str, Demand],
+    leaving: frozenset[str],
+) -> tuple[list[GpuCapacity], dict[GpuRef, dict[str, int]]]:
+    totals = {g.ref: g.total_bytes for g in observed.gpus}
+    held: dict[GpuRef, dict[str, int]] = {ref: {} for ref in totals}
+    for running in observed.models:
+        for ref in running.gpu_refs:
+            if ref in held:
+                held[ref][running.uid] = _attribution(running, ref, observed, demands, totals)
+    caps = []
+    for gpu in sorted(observed.gpus, key=lambda g: g.ref):
+        accounted = sum(held[gpu.ref].values())
+        staying = sum(b for uid, b in held[gpu.ref].items() if uid not in leaving)
+        caps.append(
+            GpuCapacity(
+                ref=gpu.ref,
+                total=gpu.total_bytes,
+                limit=_limit(gpu, config),
+                external=max(0, gpu.used_bytes - accounted),
+                staying=staying,
+            )
+        )
+    return caps, held
+
+
+def _surplus_terminations(
+    config: Config, statuses: tuple[ModelStatus, ...], observed: ObservedState
+) -> tuple[list[Terminate], list[str]]:
+    notes: list[str] = []
+    surplus = [s for s in statuses if s.state == State.UNEXPECTED]
+    if not surplus:
+        return [], notes
+    policy = config.policy
+    if not config.models and policy.on_empty_config == "keep":
+        notes.append(
+            f"the file lists no models: {len(surplus)} running model(s) kept "
+            "(policy.on_empty_config = 'keep')"
+        )
+        return [], notes
+    out = []
+    for s in surplus:
+        if policy.prune == "all" or (policy.prune == "managed" and s.uid in observed.managed):
+            why = "not in the file" + (" (launched by this tool)" if s.managed else "")
+            out.append(Terminate(uid=s.uid, reason=why, managed=s.managed))
+        else:
+            notes.append(
+                f"{s.uid}: not in the file, left running (policy.prune = {policy.prune!r})"
+            )
+    return out, notes
+
+
+def launch_args(demand: Demand, placement: Placement) -> dict[str, Any]:
+    """Arguments for Xinference's launch besides uid/name/type/placement: engine, format, memory."""
+    spec = demand.spec
+    args: dict[str, Any] = {}
+    for key in (
+        "model_engine",
+        "model_format",
+        "model_size_in_billions",
+        "quantization",
+        "download_hub",
+        "model_path",
+    ):
+        value = getattr(spec, key)
+        if value is not None:
+            args[key] = value
+    mem = spec.memory
+    if spec.model_engine in FRACTION_ENGINES:
+        if placement.utilization is not None:
+            args["gpu_memory_utilization"] = placement.utilization
+        if placement.claims and placement.claims[0].max_model_len is not None:
+            args["max_model_len"] = placement.claims[0].max_model_len
+        if mem.kv_cache_dtype != "auto":
+            args["kv_cache_dtype"] = mem.kv_cache_dtype
+        if mem.max_num_seqs is not None:
+            args["max_num_seqs"] = mem.max_num_seqs
+        if mem.max_num_batched_tokens is not None:
+            args["max_num_batched_tokens"] = mem.max_num_batched_tokens
+        if mem.enforce_eager:
+            args["enforce_eager"] = True
+    elif mem.max_model_len is not None and spec.model_type == "LLM":
+        args["max_model_len"] = mem.max_model_len
+    args.update(spec.engine_args)
+    return args
+
+
+def _launch(demand: Demand, placement: Placement, *, reason: str, replaces: bool) -> Launch:
+    spec = demand.spec
+    on_gpu = bool(placement.gpus)
+    return Launch(
+        uid=demand.uid,
+        reason=reason,
+        spec_hash=spec.spec_hash(),
+        model_name=spec.model_name,
+        model_type=spec.model_type,
+        worker=placement.worker,
+        gpu_indexes=tuple(r.index for r in placement.gpus),
+        n_gpu=spec.placement.gpus if on_gpu else None,
+        replica=spec.replicas,
+        launch_args=MappingProxyType(launch_args(demand, placement)),
+        claims=MappingProxyType(
+            {r: c.bytes for r, c in zip(placement.gpus, placement.claims, strict=True)}
+        ),
+        replaces=replaces,
+    )
+
+
+def _segments(claim: Claim, uid: str, state: str) -> Segment:
+    fp = claim.footprint
+    if fp is None:
+        return Segment(uid=uid, weights=0, kv=0, overhead=claim.bytes, state=state)
+    kv = max(0, claim.bytes - fp.weights_bytes - fp.overhead_bytes)
+    return Segment(
+        uid=uid, weights=fp.weights_bytes, kv=kv, overhead=fp.overhead_bytes, state=state
+    )
+
+
+def plan(
+    config: Config,
+    demands: Mapping[str, Demand],
+    observed: ObservedState,
+    *,
+    search_budget: int = SEARCH_BUDGET,
+) -> Plan:
+    """The actions that move ``observed`` towards ``config`` (see the module docstring).
+
+    ``search_budget`` bounds the exhaustive placement fallback (0: greedy only, for benchmarks).
+    """
+    statuses = detect_drift(config.models, observed)
+    terminations, notes = _surplus_terminations(config, statuses, observed)
+    wanted: dict[str, tuple[Demand, str, bool]] = {}  # uid -> (demand, reason, replaces)
+    for s in statuses:
+        if not s.desired or s.uid not in demands:
+            continue
+        spec = demands[s.uid].spec
+        if spec.unmanaged and s.is_drift:
+            notes.append(f"{s.uid}: {s.state} but unmanaged; reported only")
+            continue
+        if s.state == State.MISSING:
+            wanted[s.uid] = (demands[s.uid], "missing", False)
+        elif s.state == State.FAILED:
+            if s.uid in observed.backing_off:
+                notes.append(f"{s.uid}: launch failed; next retry after its backoff")
+            else:
+                wanted[s.uid] = (demands[s.uid], f"retry after failure: {s.reasons[0]}", False)
+        elif s.state == State.CHANGED:
+            if spec.protected:
+                notes.append(
+                    f"{s.uid}: changed but protected; not replaced ({'; '.join(s.reasons)})"
+                )
+            else:
+                wanted[s.uid] = (demands[s.uid], "replace: " + "; ".join(s.reasons), True)
+
+    # Replacements free their old memory only if the new spec is admitted; iterate until stable.
+    replacing = {uid for uid, (_, _, rep) in wanted.items() if rep}
+    surplus_gone = frozenset(t.uid for t in terminations)
+    while True:
+        caps, held = _capacities(config, observed, demands, surplus_gone | replacing)
+        admission = admit(
+            [d for d, _, _ in wanted.values()], caps, observed.workers, search_budget=search_budget
+        )
+        refused_replacements = {r.uid for r in admission.refused} & replacing
+        if not refused_replacements:
+            break
+        replacing -= refused_replacements
+
+    placements = {p.uid: p for p in admission.placements}
+    launches = [
+        _launch(wanted[uid][0], placements[uid], reason=wanted[uid][1], replaces=wanted[uid][2])
+        for uid in sorted(placements, key=lambda u: precedence(wanted[u][0]))
+    ]
+    replace_terms = [
+        Terminate(uid=uid, reason="replaced by the new spec", managed=uid in observed.managed)
+        for uid in sorted(replacing)
+    ]
+    ordered: list[Action] = [*sorted(terminations, key=lambda t: t.uid), *replace_terms, *launches]
+    cap = config.policy.max_actions_per_pass
+    budgets = _budgets(
+        observed=observed,
+        demands=demands,
+        held=held,
+        caps=caps,
+        placements=placements,
+        leaving=surplus_gone | replacing,
+    )
+    return Plan(
+        mode=config.policy.mode,
+        actions=tuple(ordered[:cap]),
+        refused=admission.refused,
+        deferred=tuple(ordered[cap:]),
+        statuses=statuses,
+        budgets=budgets,
+        notes=tuple(notes),
+        placements=MappingProxyType(placements),
+    )
+
+
+def _budgets(
+    *,
+    observed: ObservedState,
+    demands: Mapping[str, Demand],
+    held: Mapping[GpuRef, Mapping[str, int]],
+    caps: list[GpuCapacity],
+    placements: Mapping[str, Placement],
+    leaving: frozenset[str],
+) -> tuple[GpuBudget, ...]:
+    names = {g.ref: g.name for g in observed.gpus}
+    planned: dict[GpuRef, list[Segment]] = {}
+    for p in sorted(placements.values(), key=lambda p: p.uid):
+        for ref, claim in zip(p.gpus, p.claims, strict=True):
+            planned.setdefault(ref, []).append(_segments(claim, p.uid, "planned"))
+    out = []
+    for cap in caps:
+        segments: list[Segment] = []
+        for uid, held_bytes in sorted(held[cap.ref].items()):
+            if uid in leaving:
+                continue
+            demand = demands.get(uid)
+            estimate = claim_on(demand, cap.total) if demand else None
+            fp = estimate.footprint if estimate else None
+            if estimate is not None and (
+                fp is None or held_bytes >= fp.weights_bytes + fp.overhead_bytes
+            ):
+                # split what it holds as its estimate would; KV cache takes what is left
+                segments.append(_segments(replace(estimate, bytes=held_bytes), uid, "running"))
+            else:
+                segments.append(
+                    Segment(uid=uid, weights=0, kv=0, overhead=held_bytes, state="running")
+                )
+        segments.extend(planned.get(cap.ref, ()))
+        out.append(
+            GpuBudget(
+                ref=cap.ref,
+                name=names.get(cap.ref, ""),
+                total=cap.total,
+                reserve=cap.total - cap.limit,
+                external=cap.external,
+                segments=tuple(segments),
+            )
+        )
+    return tuple(out)

@@ -1,0 +1,167 @@
+"""Plans and GPU budgets as text for people and JSON for scripts. Pure string building."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from daemon.core.admission import Refusal
+from daemon.core.drift import State
+from daemon.core.planning import GpuBudget, Launch, Plan, Terminate
+from daemon.core.units import GiB, fmt_gib
+
+
+def _launch_line(a: Launch) -> str:
+    where = a.worker or "(Xinference chooses)"
+    if a.gpu_indexes:
+        where += " gpu " + ",".join(str(i) for i in a.gpu_indexes)
+    elif a.n_gpu is None:
+        where += " cpu"
+    args = a.launch_args
+    memory = []
+    if "gpu_memory_utilization" in args:
+        memory.append(f"gpu_memory_utilization={args['gpu_memory_utilization']}")
+    if "max_model_len" in args:
+        memory.append(f"max_model_len={args['max_model_len']}")
+    if a.claims:
+        memory.append(f"holds {fmt_gib(max(a.claims.values()))}/GPU")
+    verb = "~ replace  " if a.replaces else "+ launch   "
+    engine = args.get("model_engine", "")
+    extra = f" [{', '.join(memory)}]" if memory else ""
+    head = f"  {verb}{a.uid}: {a.model_name} ({engine or a.model_type}) on {where}{extra}"
+    return f"{head}\n      why: {a.reason}"
+
+
+def _terminate_line(a: Terminate) -> str:
+    return f"  - terminate {a.uid}: {a.reason}"
+
+
+def _refused_line(r: Refusal) -> str:
+    return f"  ! refused  {r.uid}: {r.reason}"
+
+
+def plan_text(plan: Plan, *, title: str) -> str:
+    lines = [title, f"mode: {plan.mode}"]
+    for action in plan.actions:
+        lines.append(
+            _launch_line(action) if isinstance(action, Launch) else _terminate_line(action)
+        )
+    for action in plan.deferred:
+        line = _launch_line(action) if isinstance(action, Launch) else _terminate_line(action)
+        lines.append(line.replace("  ", "  (next pass) ", 1))
+    lines.extend(_refused_line(r) for r in plan.refused)
+    waiting = [s for s in plan.statuses if s.state in (State.LAUNCHING, State.TERMINATING)]
+    lines.extend(f"  . {s.state}: {s.uid}" for s in waiting)
+    in_sync = [s.uid for s in plan.statuses if s.state == State.IN_SYNC]
+    if in_sync:
+        lines.append(f"  = in sync: {', '.join(in_sync)}")
+    lines.extend(f"  note: {n}" for n in plan.notes)
+    launches = sum(isinstance(a, Launch) for a in plan.actions)
+    terminations = sum(isinstance(a, Terminate) for a in plan.actions)
+    summary = (
+        f"{launches} to launch, {terminations} to terminate, {len(plan.deferred)} deferred "
+        f"(max_actions_per_pass), {len(plan.refused)} refused."
+    )
+    if not plan.refused:
+        summary += " All admitted."
+    if not plan.has_changes and not plan.refused:
+        summary = "No changes: the cluster matches the file."
+    lines.append(summary)
+    return "\n".join(lines)
+
+
+def _action_json(a: Launch | Terminate) -> dict[str, Any]:
+    if isinstance(a, Terminate):
+        return {"action": "terminate", "uid": a.uid, "reason": a.reason, "managed": a.managed}
+    return {
+        "action": "replace" if a.replaces else "launch",
+        "uid": a.uid,
+        "reason": a.reason,
+        "model_name": a.model_name,
+        "model_type": a.model_type,
+        "worker": a.worker,
+        "gpu_indexes": list(a.gpu_indexes),
+        "n_gpu": a.n_gpu,
+        "replica": a.replica,
+        "launch_args": dict(a.launch_args),
+        "claims_bytes": {str(r): b for r, b in sorted(a.claims.items())},
+        "spec_hash": a.spec_hash,
+    }
+
+
+def plan_json(plan: Plan) -> dict[str, Any]:
+    return {
+        "mode": plan.mode,
+        "has_changes": plan.has_changes,
+        "actions": [_action_json(a) for a in plan.actions],
+        "deferred": [_action_json(a) for a in plan.deferred],
+        "refused": [
+            {"uid": r.uid, "reason": r.reason, "needed_bytes": r.needed_bytes} for r in plan.refused
+        ],
+        "models": [
+            {
+                "uid": s.uid,
+                "state": str(s.state),
+                "reasons": list(s.reasons),
+                "desired": s.desired,
+                "managed": s.managed,
+            }
+            for s in plan.statuses
+        ],
+        "gpus": [
+            {
+                "gpu": str(b.ref),
+                "name": b.name,
+                "total_bytes": b.total,
+                "reserve_bytes": b.reserve,
+                "external_bytes": b.external,
+                "free_bytes": b.free,
+                "models": [
+                    {
+                        "uid": s.uid,
+                        "state": s.state,
+                        "weights_bytes": s.weights,
+                        "kv_bytes": s.kv,
+                        "overhead_bytes": s.overhead,
+                    }
+                    for s in b.segments
+                ],
+            }
+            for b in plan.budgets
+        ],
+        "notes": list(plan.notes),
+    }
+
+
+_FILL = {"weights": "#", "kv": "=", "overhead": "+", "external": "x", "reserve": "/", "free": "."}
+
+
+def _bar(budget: GpuBudget, width: int) -> str:
+    parts: list[tuple[str, int]] = []
+    for s in budget.segments:
+        parts += [("weights", s.weights), ("kv", s.kv), ("overhead", s.overhead)]
+    parts += [("external", budget.external), ("reserve", budget.reserve)]
+    parts.append(("free", max(0, budget.free)))
+    scale = width / max(budget.total, 1)
+    out = "".join(_FILL[kind] * round(n * scale) for kind, n in parts)
+    return (out + "." * width)[:width]
+
+
+def fit_text(budgets: tuple[GpuBudget, ...], *, width: int = 60) -> str:
+    if not budgets:
+        return "No GPUs in the observed state: only CPU models can be placed."
+    legend = "legend: # weights  = KV cache  + overhead  x used outside the plan  / reserve  . free"
+    lines = [legend]
+    for b in budgets:
+        over = " OVER-COMMITTED" if b.free < 0 else ""
+        lines.append(f"{b.ref} {b.name} ({fmt_gib(b.total)}){over}")
+        lines.append(f"  [{_bar(b, width)}]")
+        for s in b.segments:
+            lines.append(
+                f"  {s.uid:<24} {s.state:<8} weights {s.weights / GiB:6.2f}  kv {s.kv / GiB:6.2f}  "
+                f"overhead {s.overhead / GiB:5.2f} GiB"
+            )
+        lines.append(
+            f"  {'(outside the plan)':<24} {'':<8} {fmt_gib(b.external)}; reserve "
+            f"{fmt_gib(b.reserve)}; free {fmt_gib(b.free)}"
+        )
+    return "\n".join(lines)
