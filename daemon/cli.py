@@ -35,14 +35,15 @@ def cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _plan_inputs(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The config and the observed state: from a snapshot file, else from the live cluster."""
     from daemon.adapters.config_file import load_config
     from daemon.adapters.snapshot_file import load_snapshot
 
     loaded = load_config(Path(args.config))
     if args.observed is None:
-        raise ReconcilerError(
-            "give --observed SNAPSHOT.json (an observed-state snapshot; see docs/snapshot-format.md)"
-        )
+        from daemon.cli_live import live_observed
+
+        return loaded, live_observed(loaded, args, sys.stderr)
     return loaded, load_snapshot(Path(args.observed))
 
 
@@ -57,7 +58,8 @@ def cmd_plan(args: argparse.Namespace, out: TextIO) -> int:
         doc["config"] = {"path": str(loaded.path), "revision": loaded.content_hash}
         out.write(json.dumps(doc, indent=2, sort_keys=True) + "\n")
     else:
-        title = f"Plan for {loaded.path} (revision {loaded.content_hash}) against {args.observed}"
+        against = args.observed or "the live cluster"
+        title = f"Plan for {loaded.path} (revision {loaded.content_hash}) against {against}"
         out.write(plan_text(result, title=title) + "\n")
     if args.detailed_exitcode and (result.has_changes or result.refused):
         return EXIT_CHANGES
@@ -107,7 +109,14 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         p = sub.add_parser(name, help=helptext)
         p.add_argument("config", help="path to config.toml")
-        p.add_argument("--observed", metavar="SNAPSHOT", help="observed-state snapshot (JSON)")
+        p.add_argument(
+            "--observed",
+            metavar="SNAPSHOT",
+            help="observed-state snapshot (JSON); without it, the live cluster of [cluster]",
+        )
+        from daemon.cli_live import add_live_options
+
+        add_live_options(p)
         if name == "plan":
             p.add_argument("--json", action="store_true", help="print the plan as JSON")
             p.add_argument(
@@ -125,6 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
     from daemon.estimate_cmd import add_estimate_parser
 
     add_estimate_parser(sub).set_defaults(func=cmd_estimate)
+
+    from daemon.cli_live import add_live_parsers
+
+    add_live_parsers(sub)
     return parser
 
 
@@ -138,6 +151,8 @@ def main(
     except SystemExit as exc:  # argparse prints its own usage message
         return EXIT_OK if exc.code == 0 else EXIT_ERROR
     try:
+        if hasattr(args, "live"):
+            return int(args.live(args, out, err))
         return int(args.func(args, out))
     except ConfigError as exc:
         err.write(f"invalid config ({len(exc.problems)} problem(s)):\n")

@@ -247,6 +247,21 @@ class ArchitectureSpec(_Frozen):
     )
 
 
+class CustomModelSpec(_Frozen):
+    """A model served from local files. The reconciler registers it with Xinference (persisted)
+    before launching it, and registers it again when this table changes."""
+
+    model_uri: Str = Field(
+        min_length=1, description="Path of the weights on the workers (a folder; a file for GGUF)."
+    )
+    spec: dict[str, Any] = Field(
+        default_factory=dict,
+        description="More fields of Xinference's custom-model JSON (LLM: model_family, "
+        "chat_template, stop_token_ids, stop, context_length, model_ability; embedding: "
+        "dimensions, max_tokens; rerank: type, max_tokens); they override the defaults.",
+    )
+
+
 class ModelSpec(_Frozen):
     """One model that should run. The table key ([models.<uid>]) is its Xinference model uid."""
 
@@ -283,6 +298,9 @@ class ModelSpec(_Frozen):
     architecture: ArchitectureSpec = Field(default_factory=ArchitectureSpec)
     engine_args: dict[str, EngineArg] = Field(
         default_factory=dict, description="Passed through to the engine at launch, unchanged."
+    )
+    custom: CustomModelSpec | None = Field(
+        None, description="Register this model from local files before launching it."
     )
 
     @field_validator("model_engine")
@@ -359,6 +377,7 @@ def _model_problems(spec: ModelSpec) -> list[tuple[str, str]]:
         q.lower() for q in known_quantizations()
     } | {"none"}:
         out.append(("quantization", f"unknown quantization {spec.quantization!r}"))
+    out.extend(_custom_problems(spec))
     out.extend(_placement_problems(spec))
     out.extend(_memory_problems(spec))
     for key in spec.engine_args:
@@ -370,6 +389,29 @@ def _model_problems(spec: ModelSpec) -> list[tuple[str, str]]:
                     "the memory planner knows it",
                 )
             )
+    return out
+
+
+_CUSTOM_REQUIRED = {"embedding": ("dimensions", "max_tokens"), "LLM": ("model_family",)}
+
+
+def _custom_problems(spec: ModelSpec) -> list[tuple[str, str]]:
+    if spec.custom is None:
+        return []
+    out = []
+    if spec.model_type not in ("LLM", "embedding", "rerank"):
+        out.append(("custom", f"custom {spec.model_type} models are not supported yet"))
+    for key in _CUSTOM_REQUIRED.get(spec.model_type, ()):
+        if key not in spec.custom.spec:
+            out.append((f"custom.spec.{key}", f"required for a custom {spec.model_type} model"))
+    if spec.model_type == "LLM" and spec.model_size_in_billions is None:
+        out.append(
+            ("model_size_in_billions", "required for a custom LLM (its registration lists it)")
+        )
+    if "model_name" in spec.custom.spec or "model_specs" in spec.custom.spec:
+        out.append(
+            ("custom.spec", "model_name and model_specs are filled in from the model's own keys")
+        )
     return out
 
 

@@ -32,7 +32,9 @@ class Engine(StrEnum):
 FRACTION_ENGINES = frozenset({Engine.VLLM, Engine.SGLANG})
 
 BLOCK_SIZE = 16  # vLLM's paged-attention block, tokens
-CUDA_CONTEXT_BYTES = 512 * MiB  # each CUDA process before it allocates anything (memory-model.md)
+# Each CUDA process before it allocates anything: 610 MiB measured on an H200 (driver 580), 676 MiB
+# once cuBLAS is loaded by the first matmul (benchmarks/gpu/measure.py, docs/estimator.md).
+CUDA_CONTEXT_BYTES = 680 * MiB
 # calibrated: memory outside PyTorch's allocator that vLLM counts inside its budget (NCCL, cuBLAS).
 NON_TORCH_BYTES_SINGLE = 256 * MiB
 NON_TORCH_BYTES_TENSOR_PARALLEL = 2 * GiB  # communication buffers per GPU with TP > 1
@@ -225,6 +227,8 @@ def vllm_default_limits(
 ACT_SLACK = 1.07
 # calibrated: the sampler's dummy run holds fp32 logits for max_num_seqs sequences (one copy).
 ACT_LOGIT_COPIES = 1.0
+# measured: allocator slack over the per-token figures of eager (transformers, encoder) forwards.
+ACT_SLACK_EAGER = 1.03
 
 
 def vllm_activation_bytes(
@@ -300,15 +304,18 @@ def estimate_footprint(
             cuda_context_bytes=CUDA_CONTEXT_BYTES,
         )
     # Engines that allocate as they go: the activation of one batch at the intended length.
+    # Measured on an H100 and an H200 (docs/estimator.md): a transformers decoder forward holds 8 bytes per
+    # hidden unit and 6 per intermediate unit per token (bf16); an fp32 encoder 16 and 7. PyTorch's
+    # SDPA kernels never materialise the (heads x L x L) scores, so nothing grows with L squared.
     act_tokens = limits.max_num_batched_tokens
+    per_token: float
     if arch.is_encoder:
-        # One batch of max_num_seqs texts of max_num_batched_tokens tokens: a few hidden- and one
-        # intermediate-size fp32 tensor per token. PyTorch's SDPA kernels never materialise the
-        # (heads x L x L) score matrix, so attention adds nothing that grows with L squared.
-        tokens = act_tokens * limits.max_num_seqs
-        activation = tokens * (arch.hidden_size * 16 + arch.intermediate_size * 4)
+        tokens = act_tokens * limits.max_num_seqs  # a batch of max_num_seqs texts
+        per_token = arch.hidden_size * 16 + arch.intermediate_size * 7
+        activation = ACT_SLACK_EAGER * tokens * per_token
     else:
-        activation = act_tokens * (arch.hidden_size * 16 + arch.intermediate_size * 4 // tp)
+        per_token = arch.hidden_size * 8 + arch.intermediate_size * 6 / tp
+        activation = ACT_SLACK_EAGER * act_tokens * per_token
         activation += 4 * arch.vocab_size * min(limits.max_num_seqs, act_tokens)
     return Footprint(
         engine=engine,

@@ -1,0 +1,176 @@
+"""The ownership state file: what this tool launched (with the spec hash and what it reserved on each
+GPU), failed launches with their backoff, and the custom models it registered.
+
+Written atomically (temporary file in the same directory, fsync, rename, fsync of the directory), so
+a crash leaves the old or the new file, never half of one. A missing file is an empty state; a
+corrupt one is moved aside and treated as empty, which under ``prune = "managed"`` means nothing can
+be proven to be ours and nothing is terminated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from daemon.core.observed import LaunchRecord
+from daemon.core.retry import FailureRecord
+from daemon.core.units import GpuRef
+from daemon.errors import ReconcilerError
+
+STATE_FORMAT = 1
+FILE_NAME = "state.json"
+
+
+class StateError(ReconcilerError):
+    """The state file could not be written (the pass's actions stand; ownership may be stale)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class OwnershipState:
+    records: Mapping[str, LaunchRecord] = field(default_factory=lambda: MappingProxyType({}))
+    failures: Mapping[str, FailureRecord] = field(default_factory=lambda: MappingProxyType({}))
+    registrations: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    problem: str | None = None  # why the file on disk could not be used, when it could not
+
+    def with_record(self, record: LaunchRecord) -> OwnershipState:
+        return replace(self, records=MappingProxyType({**self.records, record.uid: record}))
+
+    def without_record(self, uid: str) -> OwnershipState:
+        return replace(
+            self, records=MappingProxyType({k: v for k, v in self.records.items() if k != uid})
+        )
+
+    def with_failure(self, failure: FailureRecord) -> OwnershipState:
+        return replace(self, failures=MappingProxyType({**self.failures, failure.uid: failure}))
+
+    def without_failure(self, uid: str) -> OwnershipState:
+        return replace(
+            self, failures=MappingProxyType({k: v for k, v in self.failures.items() if k != uid})
+        )
+
+    def with_registration(self, name: str, digest: str) -> OwnershipState:
+        return replace(self, registrations=MappingProxyType({**self.registrations, name: digest}))
+
+
+def _ref_key(ref: GpuRef) -> str:
+    return f"{ref.worker}#{ref.index}"
+
+
+def _ref(key: str) -> GpuRef:
+    worker, _, index = key.rpartition("#")
+    return GpuRef(worker=worker, index=int(index))
+
+
+def to_document(state: OwnershipState) -> dict[str, Any]:
+    return {
+        "format": STATE_FORMAT,
+        "launched": {
+            uid: {
+                "spec_hash": r.spec_hash,
+                "config_revision": r.config_revision,
+                "claims_bytes": {_ref_key(g): b for g, b in sorted(r.claims.items())},
+            }
+            for uid, r in sorted(state.records.items())
+        },
+        "failures": {
+            uid: {
+                "spec_hash": f.spec_hash,
+                "attempts": f.attempts,
+                "last_error": f.last_error,
+                "next_retry_at": f.next_retry_at,
+            }
+            for uid, f in sorted(state.failures.items())
+        },
+        "registrations": dict(sorted(state.registrations.items())),
+    }
+
+
+def from_document(doc: Any) -> OwnershipState:
+    """Parse a state document; raises ValueError (or KeyError/TypeError) on anything malformed."""
+    if not isinstance(doc, dict) or doc.get("format") != STATE_FORMAT:
+        raise ValueError("not a state file of format 1")
+    records = {
+        uid: LaunchRecord(
+            uid=uid,
+            spec_hash=str(r["spec_hash"]),
+            config_revision=str(r.get("config_revision", "")),
+            claims=MappingProxyType(
+                {_ref(k): int(v) for k, v in r.get("claims_bytes", {}).items()}
+            ),
+        )
+        for uid, r in doc.get("launched", {}).items()
+    }
+    failures = {
+        uid: FailureRecord(
+            uid=uid,
+            spec_hash=str(f["spec_hash"]),
+            attempts=int(f["attempts"]),
+            last_error=str(f.get("last_error", "")),
+            next_retry_at=float(f["next_retry_at"]),
+        )
+        for uid, f in doc.get("failures", {}).items()
+    }
+    registrations = {str(k): str(v) for k, v in doc.get("registrations", {}).items()}
+    return OwnershipState(
+        records=MappingProxyType(records),
+        failures=MappingProxyType(failures),
+        registrations=MappingProxyType(registrations),
+    )
+
+
+class StateStore:
+    """The state file in ``directory`` (created on first save)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / FILE_NAME
+
+    def load(self) -> OwnershipState:
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return OwnershipState()
+        except (OSError, UnicodeDecodeError) as exc:
+            return OwnershipState(
+                problem=f"state file {self.path} unreadable ({exc.__class__.__name__})"
+            )
+        try:
+            return from_document(json.loads(text))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            aside = self.path.with_name(f"{FILE_NAME}.corrupt")
+            try:
+                os.replace(self.path, aside)
+            except OSError:
+                aside = self.path
+            return OwnershipState(
+                problem=f"state file {self.path} is corrupt ({exc.__class__.__name__}); kept as {aside}; "
+                "starting with no ownership records (nothing will be pruned as 'managed')"
+            )
+
+    def save(self, state: OwnershipState) -> None:
+        data = json.dumps(to_document(state), indent=2, sort_keys=True).encode() + b"\n"
+        directory = self.path.parent
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".state-", suffix=".tmp", dir=directory)
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(data)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.replace(tmp, self.path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+            dir_fd = os.open(directory, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:
+            raise StateError(f"cannot write state file {self.path}: {exc.strerror or exc}") from exc

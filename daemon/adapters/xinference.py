@@ -1,0 +1,414 @@
+"""The only code that talks to Xinference: REST over ``requests`` with a timeout on every call.
+
+Why not ``xinference_client.RESTfulClient``: its session has no timeout, its constructor already calls
+the server (and raises if it is down), its errors are bare ``RuntimeError`` strings without the HTTP
+status (so a 503 cannot be told from a 400), and it never refreshes a token. Everything it offers is
+one documented REST call, so this module makes those calls itself (see docs/xinference-observed.md)
+and translates failures into the project's error tree: no answer or 5xx -> TemporaryClusterError,
+401/403 -> AuthError, other 4xx -> RequestRejected. Secrets never reach a message.
+
+Wire-format parsing (``parse_cluster``) is a pure function over the three JSON answers one
+observation needs: ``GET /status``, ``GET /v1/models/instances`` and ``GET /v1/models``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+from urllib.parse import quote
+
+import requests
+
+from daemon.adapters.secrets import Credentials
+from daemon.core.observed import GpuSnapshot, RunningModel, Worker
+from daemon.core.planning import Launch
+from daemon.core.units import GpuRef
+from daemon.errors import (
+    AuthError,
+    ClusterError,
+    PermanentClusterError,
+    RequestRejected,
+    ServerUnavailable,
+    TemporaryClusterError,
+)
+
+TOKEN_REFRESH_MARGIN_SECONDS = 120.0  # refresh an access token this long before it expires
+_ACTOR_PREFIX = re.compile(r"^\[address=[^\]]*\]\s*")
+
+
+def _detail(response: requests.Response) -> str:
+    """The server's ``detail`` text without the actor-address prefix, shortened."""
+    try:
+        body = response.json()
+        text = body.get("detail", body) if isinstance(body, dict) else body
+    except ValueError:
+        text = response.text
+    return _ACTOR_PREFIX.sub("", str(text)).strip()[:500]
+
+
+def _jwt_expiry(token: str) -> float | None:
+    """The ``exp`` claim of a JWT (read, not verified: the server verifies; we only plan refresh)."""
+    try:
+        payload = token.split(".")[1]
+        payload += "=" * (-len(payload) % 4)
+        exp = json.loads(base64.urlsafe_b64decode(payload)).get("exp")
+        return float(exp) if exp is not None else None
+    except (IndexError, ValueError, TypeError):
+        return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class InstanceState:
+    """What ``/v1/models/instances`` says of one uid: status and the first error message."""
+
+    status: str
+    error_message: str | None = None
+
+
+class XinferenceAdapter:
+    """One Xinference endpoint. Thread-safe: launches on different GPUs run in parallel threads."""
+
+    def __init__(
+        self,
+        *,
+        endpoint: str,
+        credentials: Credentials,
+        timeout_seconds: float = 10.0,
+        verify_tls: bool = True,
+        ca_bundle: str | None = None,
+        session: requests.Session | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.endpoint = endpoint.rstrip("/")
+        self.credentials = credentials
+        self.timeout = timeout_seconds
+        self._verify: bool | str = ca_bundle if (verify_tls and ca_bundle) else verify_tls
+        self._session = session or requests.Session()
+        self._session.trust_env = False  # never route a loopback cluster through an env proxy
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._access: str | None = None
+        self._refresh: str | None = None
+        self._expires_at: float | None = None
+        self._auth_enabled: bool | None = None
+        self.calls = 0  # HTTP requests sent (the benchmark reads it)
+
+    # --- plumbing ------------------------------------------------------------------------------
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        body: Any = None,
+        token: str | None = None,
+        timeout: float | None = None,
+    ) -> requests.Response:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        wait = timeout or self.timeout
+        self.calls += 1
+        try:
+            return self._session.request(
+                method,
+                self.endpoint + path,
+                params=params,
+                json=body,
+                headers=headers,
+                timeout=wait,
+                verify=self._verify,
+            )
+        except requests.Timeout as exc:
+            raise ServerUnavailable(f"{method} {path}: no answer within {wait:g} s") from exc
+        except requests.ConnectionError as exc:
+            raise ServerUnavailable(f"{method} {path}: cannot connect to {self.endpoint}") from exc
+        except requests.RequestException as exc:
+            raise TemporaryClusterError(f"{method} {path}: {exc.__class__.__name__}") from exc
+
+    @staticmethod
+    def _raise_for(method: str, path: str, response: requests.Response) -> None:
+        code = response.status_code
+        if code < 400:
+            return
+        where = f"{method} {path}: HTTP {code}: {_detail(response)}"
+        if code in (401, 403):
+            raise AuthError(where)
+        if code in (408, 429) or code >= 500:
+            raise TemporaryClusterError(where)
+        raise RequestRejected(where)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        body: Any = None,
+        auth: bool = True,
+        timeout: float | None = None,
+    ) -> Any:
+        """One call, authenticated when the server wants it; a 401 re-authenticates once."""
+        token = self._token() if auth else None
+        response = self._send(method, path, params=params, body=body, token=token, timeout=timeout)
+        if response.status_code == 401 and token is not None:
+            token = self._token(force=True)
+            response = self._send(
+                method, path, params=params, body=body, token=token, timeout=timeout
+            )
+        self._raise_for(method, path, response)
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise TemporaryClusterError(f"{method} {path}: answer is not JSON") from exc
+
+    # --- auth ----------------------------------------------------------------------------------
+
+    def auth_enabled(self) -> bool:
+        if self._auth_enabled is None:
+            answer = self.request("GET", "/v1/cluster/auth", auth=False)
+            self._auth_enabled = bool(isinstance(answer, dict) and answer.get("auth"))
+        return self._auth_enabled
+
+    def _token(self, *, force: bool = False) -> str | None:
+        """A bearer token valid for at least the refresh margin, or None when auth is off."""
+        if self.credentials.mode == "none":
+            return None
+        if self.credentials.mode == "api_key":
+            return self.credentials.secret
+        with self._lock:
+            now = self._clock()
+            fresh = (
+                self._expires_at is None or now < self._expires_at - TOKEN_REFRESH_MARGIN_SECONDS
+            )
+            if self._access and fresh and not force:
+                return self._access
+            if self._refresh and not force:
+                try:
+                    return self._store(
+                        self._post_auth("/v1/auth/refresh", {"refresh_token": self._refresh})
+                    )
+                except AuthError:
+                    pass  # rotated or expired: log in again below
+            return self._store(
+                self._post_auth(
+                    "/token",
+                    {"username": self.credentials.username, "password": self.credentials.secret},
+                )
+            )
+
+    def _post_auth(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        response = self._send("POST", path, body=body)
+        if response.status_code in (400, 401, 403):
+            raise AuthError(
+                f"POST {path}: HTTP {response.status_code}: {_detail(response)} "
+                f"(user {self.credentials.username!r}, secret from {self.credentials.source})"
+            )
+        self._raise_for("POST", path, response)
+        answer = response.json()
+        if not isinstance(answer, dict) or "access_token" not in answer:
+            raise PermanentClusterError(f"POST {path}: the answer has no access_token")
+        return answer
+
+    def _store(self, answer: dict[str, Any]) -> str:
+        self._access = str(answer["access_token"])
+        self._refresh = answer.get("refresh_token")
+        self._expires_at = _jwt_expiry(self._access)
+        return self._access
+
+    # --- reads ---------------------------------------------------------------------------------
+
+    def raw_observation(self) -> tuple[Any, Any, Any]:
+        """The three answers an observation is built from (3 HTTP calls)."""
+        status = self.request("GET", "/status", auth=False)
+        instances = self.request("GET", "/v1/models/instances")
+        models = self.request("GET", "/v1/models")
+        return status, instances, models
+
+    def observe(self) -> tuple[tuple[Worker, ...], tuple[RunningModel, ...]]:
+        return parse_cluster(*self.raw_observation())
+
+    def instance_state(self, uid: str) -> InstanceState | None:
+        """The launch state of one uid (None when the server does not know it)."""
+        answer = self.request("GET", "/v1/models/instances", params={"model_uid": uid})
+        for item in answer or []:
+            if item.get("model_uid") == uid:
+                return InstanceState(
+                    status=_instance_status(item), error_message=_instance_error(item)
+                )
+        return None
+
+    def registration(self, model_type: str, name: str) -> dict[str, Any] | None:
+        try:
+            answer = self.request(
+                "GET", f"/v1/model_registrations/{quote(model_type)}/{quote(name, safe='')}"
+            )
+        except RequestRejected:
+            return None
+        return answer if isinstance(answer, dict) else None
+
+    # --- writes --------------------------------------------------------------------------------
+
+    def launch(self, launch: Launch) -> None:
+        """Ask for a launch and return at once (``wait_ready=false``); poll instance_state after."""
+        self.request("POST", "/v1/models", params={"wait_ready": "false"}, body=launch_body(launch))
+
+    def terminate(self, uid: str) -> bool:
+        """Remove the uid's autostart entry, then terminate it. False when it was already gone."""
+        self.request("DELETE", f"/v1/autostart/models/{quote(uid, safe='')}")
+        try:
+            self.request("DELETE", f"/v1/models/{quote(uid, safe='')}")
+        except RequestRejected as exc:
+            if "not found" in str(exc).lower():
+                return False
+            raise
+        return True
+
+    def register(self, model_type: str, spec: Mapping[str, Any], *, persist: bool = True) -> None:
+        body = {"model": json.dumps(spec), "persist": persist}
+        self.request("POST", f"/v1/model_registrations/{quote(model_type)}", body=body)
+
+    def unregister(self, model_type: str, name: str) -> None:
+        self.request(
+            "DELETE", f"/v1/model_registrations/{quote(model_type)}/{quote(name, safe='')}"
+        )
+
+
+def launch_body(launch: Launch) -> dict[str, Any]:
+    """The JSON body of ``POST /v1/models`` for a planned launch."""
+    args = dict(launch.launch_args)
+    size = args.pop("model_size_in_billions", None)
+    if isinstance(size, float):  # the REST API wants 7 or "1_5", not 1.5
+        size = int(size) if size.is_integer() else str(size).replace(".", "_")
+    body: dict[str, Any] = {
+        "model_uid": launch.uid,
+        "model_name": launch.model_name,
+        "model_type": launch.model_type,
+        "replica": launch.replica,
+        "n_gpu": launch.n_gpu,  # None: CPU only
+        **({"model_size_in_billions": size} if size is not None else {}),
+        **args,
+    }
+    if launch.worker is not None:
+        body["worker_ip"] = launch.worker
+    if launch.gpu_indexes:
+        body["gpu_idx"] = list(launch.gpu_indexes)
+    return body
+
+
+# --- parsing the wire format (pure) -----------------------------------------------------------
+
+
+def _instance_status(item: Mapping[str, Any]) -> str:
+    """The instance's status, trusting a replica's ERROR over an aggregate still saying CREATING."""
+    replicas = item.get("replica_statuses") or []
+    statuses = [str(r.get("status", "")) for r in replicas]
+    top = str(item.get("status", "READY"))
+    if replicas and all(s == "ERROR" for s in statuses):
+        return "ERROR"
+    if "ERROR" in statuses and top != "READY":
+        return "ERROR"
+    return top
+
+
+def _instance_error(item: Mapping[str, Any]) -> str | None:
+    for replica in item.get("replica_statuses") or []:
+        if replica.get("error_message"):
+            return _ACTOR_PREFIX.sub("", str(replica["error_message"]))[:500]
+    return None
+
+
+def _gpu_indexes(value: Any) -> tuple[int, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, int):
+        return (value,)
+    return tuple(int(v) for v in value)
+
+
+def parse_workers(status: Any) -> tuple[Worker, ...]:
+    """Workers and their GPUs from ``GET /status`` (``gpu-N`` entries: mem_total/mem_used, bytes)."""
+    workers = []
+    for address, info in sorted(((status or {}).get("workers") or {}).items()):
+        gpus = []
+        for key, gpu in ((info or {}).get("status") or {}).items():
+            match = re.fullmatch(r"gpu-(\d+)", str(key))
+            if not match or not isinstance(gpu, dict):
+                continue
+            total = int(gpu.get("mem_total") or 0)
+            used = gpu.get("mem_used")
+            used = int(used) if used is not None else total - int(gpu.get("mem_free") or 0)
+            gpus.append(
+                GpuSnapshot(
+                    ref=GpuRef(worker=address, index=int(match.group(1))),
+                    name=str(gpu.get("name", "")),
+                    total_bytes=total,
+                    used_bytes=used,
+                )
+            )
+        workers.append(Worker(address=address, gpus=tuple(sorted(gpus, key=lambda g: g.ref))))
+    return tuple(workers)
+
+
+def parse_cluster(
+    status: Any, instances: Any, models: Any
+) -> tuple[tuple[Worker, ...], tuple[RunningModel, ...]]:
+    """The observed cluster from the three answers. Instances give status and placement (worker,
+    GPU indexes); ``/v1/models`` adds engine, format, size and quantization for loaded models."""
+    loaded = {m.get("id"): m for m in ((models or {}).get("data") or []) if isinstance(m, dict)}
+    running = []
+    for item in instances or []:
+        uid = item.get("model_uid")
+        if not uid:
+            continue
+        replicas = item.get("replica_statuses") or []
+        live = [r for r in replicas if r.get("status") not in ("TERMINATED",)] or replicas
+        worker = live[0].get("worker_address") if live else None
+        gpu_indexes = tuple(
+            i
+            for r in live
+            if r.get("worker_address") == worker
+            for i in _gpu_indexes(r.get("gpu_idx"))
+        )
+        spec = loaded.get(uid, {})
+        size = spec.get("model_size_in_billions")
+        memory = {}
+        for mem_worker, per_gpu in (spec.get("gpu_memory") or {}).items():
+            for index, used in (per_gpu or {}).items():
+                memory[GpuRef(worker=mem_worker, index=int(index))] = int(used)
+        running.append(
+            RunningModel(
+                uid=uid,
+                model_name=str(item.get("model_name") or spec.get("model_name") or ""),
+                model_type=str(spec.get("model_type") or "LLM"),
+                model_engine=spec.get("model_engine"),
+                model_format=spec.get("model_format"),
+                model_size_in_billions=None if size is None else str(size),
+                quantization=spec.get("quantization"),
+                replicas=int(spec.get("replica") or item.get("replica") or 1),
+                status=_instance_status(item),
+                worker=worker,
+                gpu_indexes=gpu_indexes,
+                gpu_memory=MappingProxyType(memory),
+                error_message=_instance_error(item),
+            )
+        )
+    return parse_workers(status), tuple(sorted(running, key=lambda m: m.uid))
+
+
+__all__ = [
+    "ClusterError",
+    "InstanceState",
+    "XinferenceAdapter",
+    "launch_body",
+    "parse_cluster",
+    "parse_workers",
+]

@@ -1,0 +1,315 @@
+"""The commands that talk to a live cluster: plan/fit without --observed, snapshot, status, apply and
+import. Composition of the adapters lives here; the decisions stay in the core and the reconciler."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+from daemon.adapters.config_file import LoadedConfig, load_config
+from daemon.adapters.secrets import Credentials, load_credentials
+from daemon.adapters.state_file import StateStore
+from daemon.adapters.xinference import XinferenceAdapter
+from daemon.core.desired import AuthConfig, ClusterConfig
+from daemon.core.observed import ObservedState
+from daemon.errors import ReconcilerError
+from daemon.events import EventLogger, configure
+from daemon.reconciler import Options, PassReport, observe, reconcile_once
+from daemon.settings import Settings
+
+EXIT_OK, EXIT_ERROR, EXIT_PARTIAL = 0, 1, 2
+
+
+def add_live_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--endpoint", help="Xinference URL (overrides [cluster] endpoint)")
+    p.add_argument("--state-dir", type=Path, help="directory of the ownership state file")
+
+
+def _settings() -> Settings:
+    return Settings()
+
+
+def state_store(args: argparse.Namespace) -> StateStore:
+    return StateStore(args.state_dir or _settings().state_dir)
+
+
+def adapter_for(cluster: ClusterConfig, args: argparse.Namespace, err: TextIO) -> XinferenceAdapter:
+    credentials = load_credentials(cluster.auth)
+    for warning in credentials.warnings:
+        err.write(f"warning: {warning}\n")
+    endpoint = args.endpoint or _settings().endpoint or cluster.endpoint
+    return XinferenceAdapter(
+        endpoint=endpoint,
+        credentials=credentials,
+        timeout_seconds=cluster.timeout_seconds,
+        verify_tls=cluster.verify_tls,
+        ca_bundle=cluster.ca_bundle,
+    )
+
+
+def live_observed(loaded: LoadedConfig, args: argparse.Namespace, err: TextIO) -> ObservedState:
+    adapter = adapter_for(loaded.config.cluster, args, err)
+    state = state_store(args).load()
+    if state.problem:
+        err.write(f"warning: {state.problem}\n")
+    import time
+
+    return observe(adapter, state, loaded.config, time.time())
+
+
+def cmd_snapshot(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from daemon.adapters.snapshot_file import observed_to_document
+
+    if args.config:
+        loaded = load_config(Path(args.config))
+        observed = live_observed(loaded, args, err)
+    else:
+        if not args.endpoint:
+            raise ReconcilerError("give CONFIG or --endpoint")
+        adapter = XinferenceAdapter(endpoint=args.endpoint, credentials=_import_credentials(args))
+        workers, models = adapter.observe()
+        observed = ObservedState(
+            workers=workers, models=models, managed=state_store(args).load().records
+        )
+    text = json.dumps(observed_to_document(observed), indent=2, sort_keys=True) + "\n"
+    if args.output:
+        Path(args.output).write_text(text)
+        err.write(f"wrote {args.output}\n")
+    else:
+        out.write(text)
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from daemon.core.planning import plan
+    from daemon.render import fit_text
+
+    loaded = load_config(Path(args.config))
+    observed = live_observed(loaded, args, err)
+    result = plan(loaded.config, loaded.demands, observed)
+    running = {m.uid: m for m in observed.models}
+    out.write(f"{'model':<24} {'desired':<8} {'state':<12} {'where':<28} detail\n")
+    for s in result.statuses:
+        m = running.get(s.uid)
+        where = "-"
+        if m is not None:
+            where = (m.worker or "?") + (
+                f" gpu {','.join(map(str, m.gpu_indexes))}" if m.gpu_indexes else ""
+            )
+        owner = " (ours)" if s.managed else ""
+        detail = "; ".join(s.reasons)
+        out.write(
+            f"{s.uid:<24} {'yes' if s.desired else 'no':<8} {s.state!s:<12} {where:<28} {detail}{owner}\n"
+        )
+    for r in result.refused:
+        out.write(f"refused {r.uid}: {r.reason}\n")
+    out.write(fit_text(result.budgets) + "\n")
+    return EXIT_OK
+
+
+def _confirm(question: str, err: TextIO) -> bool:
+    if not sys.stdin.isatty():
+        return False
+    err.write(question)
+    err.flush()
+    return sys.stdin.readline().strip().lower() in ("y", "yes")
+
+
+def _print_report(report: PassReport, out: TextIO) -> None:
+    for r in report.results:
+        mark = "ok " if r.ok else "FAILED"
+        out.write(f"  {mark} {r.kind:<9} {r.uid}: {r.message} ({r.seconds:.1f} s)\n")
+    for refusal in report.plan.refused:
+        out.write(f"  refused   {refusal.uid}: {refusal.reason}\n")
+    for action in report.plan.deferred:
+        out.write(f"  deferred  {action.uid}: max_actions_per_pass reached; next pass\n")
+    for warning in report.warnings:
+        out.write(f"  warning: {warning}\n")
+
+
+def cmd_apply(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from daemon.render import plan_text
+
+    loaded = load_config(Path(args.config))
+    config = loaded.config
+    if config.policy.mode != "enforce":
+        raise ReconcilerError(
+            f"{loaded.path}: policy.mode is {config.policy.mode!r}; apply changes nothing in observe "
+            'mode (set policy.mode = "enforce", or use plan to see what would change)'
+        )
+    adapter = adapter_for(config.cluster, args, err)
+    if not adapter.credentials.can_write:
+        raise ReconcilerError(
+            'policy.mode = "enforce" needs a user that may launch and terminate: Xinference lets API '
+            'keys only read and infer (it answers 403); set [cluster.auth] mode = "password"'
+        )
+    configure(fmt="auto", stream=err)
+    events = EventLogger(config_revision=loaded.content_hash)
+    store = state_store(args)
+    preview = reconcile_once(
+        config=config,
+        demands=loaded.demands,
+        cluster=adapter,
+        store=store,
+        opts=Options(act=False, config_revision=loaded.content_hash),
+    )
+    out.write(
+        plan_text(preview.plan, title=f"Plan for {loaded.path} (revision {loaded.content_hash})")
+        + "\n"
+    )
+    if not preview.plan.actions:
+        return EXIT_OK if preview.converged else EXIT_PARTIAL
+    if not args.yes and not _confirm("Apply these actions? [y/N] ", err):
+        err.write("not applied (pass --yes to apply without asking)\n")
+        return EXIT_ERROR
+    report = reconcile_once(
+        config=config,
+        demands=loaded.demands,
+        cluster=adapter,
+        store=store,
+        opts=Options(
+            act=True,
+            config_revision=loaded.content_hash,
+            poll_interval=args.poll_interval,
+            events=events,
+        ),
+    )
+    out.write("Applied:\n")
+    _print_report(report, out)
+    return EXIT_OK if report.converged else EXIT_PARTIAL
+
+
+def _import_credentials(args: argparse.Namespace) -> Credentials:
+    if args.api_key_env:
+        return load_credentials(AuthConfig(mode="api_key", api_key_env=args.api_key_env))
+    if args.username:
+        if not args.password_env:
+            raise ReconcilerError(
+                "--username needs --password-env VAR (the password is never an argument)"
+            )
+        return load_credentials(
+            AuthConfig(mode="password", username=args.username, password_env=args.password_env)
+        )
+    return Credentials(mode="none")
+
+
+def imported_config(
+    observed: ObservedState, *, endpoint: str, auth: dict[str, Any]
+) -> dict[str, Any]:
+    """A config document describing what runs now (READY models), safe by default (observe, no prune)."""
+    models: dict[str, Any] = {}
+    gpu_workers = {w.address for w in observed.workers if w.gpus}
+    for m in observed.models:
+        if m.status != "READY":
+            continue
+        entry: dict[str, Any] = {"model_name": m.model_name, "model_type": m.model_type}
+        for key in ("model_engine", "model_format", "quantization"):
+            value = getattr(m, key)
+            if value:
+                entry[key] = value
+        if m.model_size_in_billions is not None:
+            entry["model_size_in_billions"] = m.model_size_in_billions
+        if m.replicas != 1:
+            entry["replicas"] = m.replicas
+        placement: dict[str, Any] = {}
+        if m.gpu_indexes and m.worker:
+            placement = {
+                "worker": m.worker,
+                "gpu_indexes": list(m.gpu_indexes),
+                "gpus": max(1, len(m.gpu_indexes) // m.replicas),
+            }
+            reported = [b for ref, b in m.gpu_memory.items()]
+            if reported:
+                entry["memory"] = {"estimate_gib": round(max(reported) / 2**30, 2)}
+        elif m.worker not in gpu_workers:
+            placement = {"device": "cpu"}
+            if m.worker and len(observed.workers) > 1:
+                placement["worker"] = m.worker
+        if placement:
+            entry["placement"] = placement
+        models[m.uid] = entry
+    return {
+        "schema_version": 1,
+        "cluster": {"endpoint": endpoint, "auth": auth},
+        "policy": {"mode": "observe", "prune": "none"},
+        "models": models,
+    }
+
+
+def cmd_import(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    import tomli_w
+
+    credentials = _import_credentials(args)
+    adapter = XinferenceAdapter(endpoint=args.endpoint, credentials=credentials)
+    workers, models = adapter.observe()
+    auth: dict[str, Any] = {"mode": credentials.mode}
+    if args.api_key_env:
+        auth["api_key_env"] = args.api_key_env
+    elif args.username:
+        auth |= {"username": args.username, "password_env": args.password_env}
+    doc = imported_config(
+        ObservedState(workers=workers, models=models), endpoint=args.endpoint, auth=auth
+    )
+    text = (
+        "#:schema ./schemas/config.schema.json\n"
+        '# Imported from the running cluster; review it, then set policy.mode = "enforce".\n'
+    )
+    text += tomli_w.dumps(doc)
+    if args.output:
+        target = Path(args.output)
+        if target.exists() and not args.force:
+            raise ReconcilerError(f"{target} exists (use --force to overwrite)")
+        target.write_text(text)
+        err.write(f"wrote {target}: {len(doc['models'])} model(s)\n")
+    else:
+        out.write(text)
+    from daemon.adapters.config_file import check_config
+
+    try:
+        check_config(doc, name=args.output or "<imported>", base_dir=Path.cwd())
+    except ReconcilerError as exc:
+        err.write(f"warning: the imported file needs attention before use:\n{exc}\n")
+        return EXIT_PARTIAL
+    return EXIT_OK
+
+
+def add_live_parsers(sub: Any) -> None:
+    p = sub.add_parser(
+        "snapshot", help="write the live cluster's observed state as a snapshot (JSON)"
+    )
+    p.add_argument("config", nargs="?", help="config.toml (for the endpoint and credentials)")
+    p.add_argument("--output", "-o", help="file to write (default: standard output)")
+    p.add_argument("--username")
+    p.add_argument("--password-env", metavar="VAR")
+    p.add_argument("--api-key-env", metavar="VAR")
+    add_live_options(p)
+    p.set_defaults(live=cmd_snapshot)
+
+    p = sub.add_parser(
+        "status", help="desired vs actual, per model and per GPU, on the live cluster"
+    )
+    p.add_argument("config")
+    add_live_options(p)
+    p.set_defaults(live=cmd_status)
+
+    p = sub.add_parser("apply", help="one reconcile pass against the live cluster")
+    p.add_argument("config")
+    p.add_argument("--yes", "-y", action="store_true", help="apply without asking")
+    p.add_argument("--poll-interval", type=float, default=1.0, help="seconds between launch polls")
+    add_live_options(p)
+    p.set_defaults(live=cmd_apply)
+
+    p = sub.add_parser("import", help="write a config.toml describing what the cluster runs now")
+    p.add_argument("--endpoint", required=True)
+    p.add_argument("--output", "-o")
+    p.add_argument("--force", action="store_true", help="overwrite --output")
+    p.add_argument("--username")
+    p.add_argument(
+        "--password-env", metavar="VAR", help="environment variable holding the password"
+    )
+    p.add_argument("--api-key-env", metavar="VAR", help="environment variable holding an API key")
+    p.add_argument("--state-dir", type=Path)
+    p.set_defaults(live=cmd_import)
