@@ -86,6 +86,24 @@ def cmd_schema(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
+    from daemon.app import Daemon
+    from daemon.events import configure
+    from daemon.settings import Settings
+
+    del out
+    settings = Settings()
+    overrides: dict[str, Any] = {}
+    if args.state_dir:
+        overrides["state_dir"] = args.state_dir
+    if args.endpoint:
+        overrides["endpoint"] = args.endpoint
+    settings = settings.model_copy(update=overrides)
+    configure(fmt=settings.log_format, level=settings.log_level)
+    config = Path(args.config) if args.config else settings.config
+    return Daemon(config_path=config, settings=settings).run()
+
+
 def cmd_estimate(args: argparse.Namespace, out: TextIO) -> int:
     from daemon.estimate_cmd import run_estimate
 
@@ -138,6 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
     from daemon.cli_live import add_live_parsers
 
     add_live_parsers(sub)
+
+    p = sub.add_parser("run", help="the daemon: keep the cluster matching CONFIG (systemd service)")
+    p.add_argument("config", nargs="?", help="config.toml (default: $XINFERENCE_RECONCILER_CONFIG)")
+    p.add_argument("--state-dir", type=Path, help="ownership state and lock (default: settings)")
+    p.add_argument("--endpoint", help="Xinference URL (overrides [cluster] endpoint)")
+    p.set_defaults(func=cmd_run)
     return parser
 
 

@@ -101,6 +101,13 @@ class Options:
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
     events: EventSink = field(default=_no_events)
+    max_parallel_launches: int = MAX_PARALLEL_LAUNCHES
+    # Called while waiting on a launch, so a watchdog sees the loop make progress.
+    heartbeat: Callable[[], None] = lambda: None
+    # Shutdown: stop waiting for launches and leave them to the server.
+    should_stop: Callable[[], bool] = lambda: False
+    # Sees the plan before anything is acted on (the daemon reports drift from it).
+    on_plan: Callable[[Plan], None] = lambda _plan: None
 
 
 def observe(
@@ -199,6 +206,17 @@ def _run_launch(
         )
     )
     while True:
+        opts.heartbeat()
+        if opts.should_stop():
+            seconds = opts.clock() - start
+            opts.events("model.launch.abandoned", uid=launch.uid, seconds=round(seconds, 2))
+            return ActionResult(
+                uid=launch.uid,
+                kind=kind,
+                ok=True,
+                seconds=seconds,
+                message="sent; left to the server (shutting down), the next run picks it up",
+            )
         error: str | None = None
         try:
             info = cluster.instance_state(launch.uid)
@@ -302,11 +320,11 @@ def execute(
         ]
 
     chains = _chains(launches)
-    if len(chains) <= 1:
+    if len(chains) <= 1 or opts.max_parallel_launches <= 1:
         for chain in chains:
             results += run_chain(chain)
     else:
-        with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_LAUNCHES, len(chains))) as pool:
+        with ThreadPoolExecutor(max_workers=min(opts.max_parallel_launches, len(chains))) as pool:
             for chain_results in pool.map(run_chain, chains):
                 results += chain_results
     return results
@@ -325,22 +343,9 @@ def reconcile_once(
     state = store.load()
     warnings = [state.problem] if state.problem else []
     observed = observe(cluster, state, config, opts.clock())
+    # Drift and refusal notices are the caller's (on_plan): the daemon reports each once.
     result = plan(config, demands, observed)
-    for status in result.statuses:
-        if status.is_drift:
-            opts.events(
-                "drift.detected",
-                uid=status.uid,
-                kind=str(status.state),
-                reasons=list(status.reasons),
-            )
-    for refusal in result.refused:
-        opts.events(
-            "admission.refused",
-            uid=refusal.uid,
-            reason=refusal.reason,
-            needed_bytes=refusal.needed_bytes,
-        )
+    opts.on_plan(result)
     if not opts.act or config.policy.mode != "enforce" or not result.actions:
         return PassReport(plan=result, observed=observed, warnings=tuple(warnings))
     ledger = _Ledger(store, state, opts.events)

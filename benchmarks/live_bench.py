@@ -1,0 +1,128 @@
+"""Reconcile passes against a real Xinference 4.1.0 (CPU, loopback; started by this script).
+
+Usage: python benchmarks/live_bench.py [--max-models 20]
+
+1. HTTP calls and wall time of a pass with nothing to do, as the number of running models grows
+   (target: constant calls, at most 4).
+2. Two launches pinned to the two workers of a supervisor + 2 workers cluster: in parallel (the
+   reconciler's default) vs one after another (``max_parallel_launches=1``), wall time and ratio.
+Needs the server venv (scripts/install-xinference-server.sh).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from daemon.adapters.secrets import Credentials
+from daemon.adapters.state_file import StateStore
+from daemon.adapters.xinference import XinferenceAdapter
+from daemon.core.demand import resolve_model
+from daemon.core.desired import Config
+from daemon.reconciler import Options, reconcile_once
+from tests.harness import server as xh
+
+
+def embedding(name: str, worker: str | None = None) -> dict[str, Any]:
+    placement: dict[str, Any] = {"device": "cpu"}
+    if worker:
+        placement["worker"] = worker
+    return {
+        "model_name": name,
+        "model_type": "embedding",
+        "model_engine": "sentence_transformers",
+        "placement": placement,
+    }
+
+
+def config(models: dict[str, Any]) -> Config:
+    return Config.model_validate(
+        {"policy": {"mode": "enforce", "max_actions_per_pass": 100}, "models": models}
+    )
+
+
+def one_pass(
+    adapter: XinferenceAdapter, cfg: Config, store: StateStore, **opts: Any
+) -> tuple[int, float, Any]:
+    demands = {uid: resolve_model(uid, spec) for uid, spec in cfg.models.items()}
+    calls = adapter.calls
+    start = time.perf_counter()
+    report = reconcile_once(
+        config=cfg,
+        demands=demands,
+        cluster=adapter,
+        store=store,
+        opts=Options(act=True, poll_interval=0.25, **opts),
+    )
+    return adapter.calls - calls, time.perf_counter() - start, report
+
+
+def part1(max_models: int, paths: dict[str, Any], workdir: Path) -> list[tuple[int, int, float]]:
+    rows = []
+    with xh.XinferenceServer(auth=False) as srv:
+        names = xh.register_custom_models(srv.base_url, None, paths)
+        adapter = XinferenceAdapter(
+            endpoint=srv.base_url, credentials=Credentials(mode="none"), timeout_seconds=60
+        )
+        store = StateStore(workdir / "state1")
+        models: dict[str, Any] = {}
+        steps = sorted({1, 5, 10, max_models} | ({20} if max_models >= 20 else set()))
+        for n in steps:
+            while len(models) < n:
+                models[f"emb-{len(models):02d}"] = embedding(names["embedding"])
+            _, seconds, report = one_pass(adapter, config(models), store)
+            assert report.converged, [r.message for r in report.failed]
+            samples = [one_pass(adapter, config(models), store) for _ in range(10)]
+            calls = {c for c, _, _ in samples}
+            assert len(calls) == 1, calls
+            rows.append((n, calls.pop(), statistics.median(s for _, s, _ in samples)))
+            print(
+                f"  {n:3d} models running: {rows[-1][1]} HTTP calls per no-op pass, median "
+                f"{rows[-1][2] * 1000:.1f} ms (launching them took {seconds:.1f} s)",
+                flush=True,
+            )
+    return rows
+
+
+def part2(paths: dict[str, Any], workdir: Path) -> tuple[float, float]:
+    with xh.XinferenceCluster(2, auth=False) as cluster:
+        names = xh.register_custom_models(cluster.base_url, None, paths)
+        workers = sorted(xh.worker_addresses(xh.get_status(cluster.base_url)))
+        adapter = XinferenceAdapter(
+            endpoint=cluster.base_url, credentials=Credentials(mode="none"), timeout_seconds=60
+        )
+        timings = {}
+        for label, parallel in (("parallel", 8), ("sequential", 1), ("parallel-again", 8)):
+            models = {
+                f"{label}-{i}": embedding(names["embedding"], w) for i, w in enumerate(workers)
+            }
+            _, seconds, report = one_pass(
+                adapter, config(models), StateStore(workdir / label), max_parallel_launches=parallel
+            )
+            assert report.converged, [r.message for r in report.failed]
+            timings[label] = seconds
+            print(f"  {label:<15} 2 launches on 2 workers: {seconds:.1f} s", flush=True)
+            for uid in models:
+                adapter.terminate(uid)
+        return (timings["parallel"] + timings["parallel-again"]) / 2, timings["sequential"]
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--max-models", type=int, default=20)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        tiny = xh.build_tiny_models(work / "models")
+        print("part 1: no-op pass cost vs models running")
+        part1(args.max_models, tiny, work)
+        print("part 2: parallel vs sequential launches on two workers")
+        par, seq = part2(tiny, work)
+        print(f"  parallel {par:.1f} s vs sequential {seq:.1f} s: ratio {seq / par:.2f}x")
