@@ -242,8 +242,9 @@ def received(sock: socket.socket, until: str, limit: float = 10.0) -> list[str]:
     return messages
 
 
+@pytest.mark.usefixtures("events")
 def test_the_notify_protocol_over_a_real_datagram_socket(
-    tmp_path: Path, events: Events, notify_socket: tuple[socket.socket, str]
+    tmp_path: Path, notify_socket: tuple[socket.socket, str]
 ) -> None:
     sock, path = notify_socket
     notifier = Notifier(
@@ -282,8 +283,9 @@ class StuckCluster(FakeCluster):
         return super().observe()
 
 
+@pytest.mark.usefixtures("events")
 def test_a_stuck_loop_stops_petting_the_watchdog(
-    tmp_path: Path, events: Events, notify_socket: tuple[socket.socket, str]
+    tmp_path: Path, notify_socket: tuple[socket.socket, str]
 ) -> None:
     sock, path = notify_socket
     notifier = Notifier(environ={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "400000"})
@@ -311,7 +313,7 @@ def test_a_stuck_loop_stops_petting_the_watchdog(
         runner.join(15)
 
 
-def test_requests_during_a_pass_coalesce_into_one_more_pass(tmp_path: Path, events: Events) -> None:
+def test_requests_during_a_pass_coalesce_into_one_more_pass(tmp_path: Path) -> None:
     daemon, _, _ = make(tmp_path)
     for reason in ("file", "file", "resync", "file"):
         daemon.request_pass(reason)
