@@ -4,91 +4,21 @@ reloads and SIGTERM ends it cleanly."""
 
 from __future__ import annotations
 
-import json
-import os
-import queue
 import signal
 import socket
-import subprocess
-import sys
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.harness import server as xh
+from tests.harness.daemon_process import DaemonProcess, event, write_atomically
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
-
-
-class DaemonProcess:
-    def __init__(self, config: Path, state: Path, notify: str) -> None:
-        env = {
-            **os.environ,
-            "NOTIFY_SOCKET": notify,
-            "XINFERENCE_RECONCILER_RESYNC_INTERVAL_SECONDS": "3",
-            "XINFERENCE_RECONCILER_DEBOUNCE_SECONDS": "0.1",
-            "XINFERENCE_RECONCILER_LOG_FORMAT": "json",
-        }
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "daemon", "run", str(config), "--state-dir", str(state)],
-            cwd=REPO,
-            env=env,
-            stderr=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            text=True,
-        )
-        self.events: queue.Queue[dict[str, Any]] = queue.Queue()
-        self.seen: list[dict[str, Any]] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def close(self) -> None:
-        """After the process exited: let the reader reach EOF, then close the pipe."""
-        self._reader.join(10)
-        if self.proc.stderr is not None:
-            self.proc.stderr.close()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            try:
-                self.events.put(json.loads(line))
-            except json.JSONDecodeError:
-                self.events.put({"event": "non-json", "line": line})
-
-    def wait_for(
-        self, match: Callable[[dict[str, Any]], bool], timeout: float = 120.0
-    ) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                event = self.events.get(timeout=0.5)
-            except queue.Empty:
-                assert self.proc.poll() is None, f"daemon exited with {self.proc.returncode}"
-                continue
-            self.seen.append(event)
-            if match(event):
-                return event
-        raise AssertionError(
-            f"no matching event in {timeout} s; saw {[e['event'] for e in self.seen[-30:]]}"
-        )
-
-
-def event(name: str, **fields: Any) -> Callable[[dict[str, Any]], bool]:
-    return lambda e: e.get("event") == name and all(e.get(k) == v for k, v in fields.items())
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """How editors and deploy tools save: a temporary file renamed over the old one."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:6]}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def config_text(
