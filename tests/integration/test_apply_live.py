@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import tomli_w
 
 from daemon.cli import main
 from tests.harness import server as xh
@@ -27,16 +28,6 @@ def cli(*argv: str) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
-def toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    return str(value)
-
-
 def write_config(
     path: Path,
     endpoint: str,
@@ -45,21 +36,15 @@ def write_config(
     policy: dict[str, Any] | None = None,
     auth: dict[str, Any] | None = None,
 ) -> Path:
-    lines = ["[cluster]", f"endpoint = {toml_value(endpoint)}", "timeout_seconds = 30"]
+    cluster: dict[str, Any] = {"endpoint": endpoint, "timeout_seconds": 30}
     if auth:
-        lines.append("[cluster.auth]")
-        lines += [f"{k} = {toml_value(v)}" for k, v in auth.items()]
-    lines.append("[policy]")
-    for k, v in {"mode": "enforce", "prune": "managed", **(policy or {})}.items():
-        lines.append(f"{k} = {toml_value(v)}")
-    for uid, spec in models.items():
-        tables = {k: v for k, v in spec.items() if isinstance(v, dict)}
-        lines.append(f'[models."{uid}"]')
-        lines += [f"{k} = {toml_value(v)}" for k, v in spec.items() if not isinstance(v, dict)]
-        for name, table in tables.items():
-            lines.append(f'[models."{uid}".{name}]')
-            lines += [f"{k} = {toml_value(v)}" for k, v in table.items()]
-    path.write_text("\n".join(lines) + "\n")
+        cluster["auth"] = auth
+    doc = {
+        "cluster": cluster,
+        "policy": {"mode": "enforce", "prune": "managed", **(policy or {})},
+        "models": models,
+    }
+    path.write_text(tomli_w.dumps(doc))
     return path
 
 
@@ -290,3 +275,33 @@ def test_placement_on_a_named_worker_of_a_two_worker_cluster(
     code, out, _ = cli("plan", str(cfg), "--detailed-exitcode", "--state-dir", str(tmp_path / "s"))
     assert code == 0, out
     xh.terminate_model(base, None, uid)
+
+
+def test_a_custom_model_from_a_local_path_is_registered_then_launched(
+    xinference_server: Any,
+    tiny_models: dict[str, Any],
+    tmp_path: Path,
+    suffix: str,
+    cleanup: list[str],
+) -> None:
+    base = xinference_server.base_url
+    uid, name = f"custom-{suffix}", f"xr-custom-emb-{suffix}"
+    cleanup.append(uid)
+    model = {
+        "model_name": name,
+        "model_type": "embedding",
+        "model_engine": "sentence_transformers",
+        "placement": {"device": "cpu"},
+        "custom": {
+            "model_uri": tiny_models["embedding"],
+            "spec": {"dimensions": 384, "max_tokens": 256},
+        },
+    }
+    cfg = write_config(tmp_path / "c.toml", base, {uid: model})
+    state = ["--state-dir", str(tmp_path / "s")]
+    code, out, err = cli("apply", str(cfg), "--yes", "--poll-interval", "0.5", *state)
+    assert code == 0, out + err
+    registered = xh.http_json("GET", f"{base}/v1/model_registrations/embedding/{name}")
+    assert registered["model_specs"][0]["model_uri"] == tiny_models["embedding"]
+    assert uid in ready_uids(base)
+    assert cli("plan", str(cfg), "--detailed-exitcode", *state)[0] == 0
