@@ -19,8 +19,8 @@ from typing import Any, TextIO
 
 from daemon.core import catalogue
 from daemon.core.architecture import Architecture, ArchitectureError, architecture_from_hf_config
-from daemon.core.demand import XINFERENCE_VLLM_MAX_NUM_BATCHED_TOKENS, XINFERENCE_VLLM_MAX_NUM_SEQS
 from daemon.core.footprint import (
+    VLLM_DEFAULTS,
     Engine,
     EngineLimits,
     QuantizationError,
@@ -29,6 +29,7 @@ from daemon.core.footprint import (
     kv_cache_bytes_at,
     max_model_len_at,
     required_utilization,
+    vllm_default_limits,
     weights_bytes,
 )
 from daemon.core.units import GiB
@@ -108,11 +109,19 @@ def add_estimate_parser(sub: Any) -> argparse.ArgumentParser:
         help="full-length sequences that must fit at once (with --max-model-len)",
     )
     p.add_argument(
-        "--max-num-batched-tokens",
-        type=_positive_int,
-        default=XINFERENCE_VLLM_MAX_NUM_BATCHED_TOKENS,
+        "--vllm-context",
+        choices=sorted(VLLM_DEFAULTS),
+        default="xinference",
+        help="whose vLLM defaults apply when the limits are not given: xinference (2048 batched "
+        "tokens on every GPU), serve (vllm serve) or llm (vllm.LLM); serve and llm depend on the GPU",
     )
-    p.add_argument("--max-num-seqs", type=_positive_int, default=XINFERENCE_VLLM_MAX_NUM_SEQS)
+    p.add_argument("--max-num-batched-tokens", type=_positive_int, help="default: --vllm-context's")
+    p.add_argument("--max-num-seqs", type=_positive_int, help="default: --vllm-context's")
+    p.add_argument(
+        "--gpu-name",
+        default="",
+        help="e.g. 'NVIDIA A100-SXM4-80GB' (A100s get vLLM's smaller defaults)",
+    )
     p.add_argument("--enforce-eager", action="store_true", help="no CUDA graphs")
     p.add_argument("--json", action="store_true", help="one JSON object with integer byte counts")
     return p
@@ -163,9 +172,14 @@ def estimate_document(args: argparse.Namespace) -> dict[str, Any]:
         weights = weights_bytes(
             arch, bits=bits, tensor_parallel_size=tp, gguf=fmt.startswith("gguf")
         )
+    total = round(args.gpu_total_gib * GiB)
+    defaults = vllm_default_limits(
+        gpu_total_bytes=total, gpu_name=args.gpu_name, context=args.vllm_context
+    )
+    tokens = args.max_num_batched_tokens or defaults.max_num_batched_tokens
     limits = EngineLimits(
-        max_num_batched_tokens=args.max_num_batched_tokens,
-        max_num_seqs=min(args.max_num_seqs, args.max_num_batched_tokens),
+        max_num_batched_tokens=tokens,
+        max_num_seqs=min(args.max_num_seqs or defaults.max_num_seqs, tokens),
         enforce_eager=args.enforce_eager,
     )
     fp = estimate_footprint(
@@ -176,7 +190,6 @@ def estimate_document(args: argparse.Namespace) -> dict[str, Any]:
         kv_dtype_bytes=1 if args.kv_cache_dtype == "fp8" else None,
         limits=limits,
     )
-    total = round(args.gpu_total_gib * GiB)
     doc: dict[str, Any] = {
         "weights_bytes": fp.weights_bytes,
         "kv_bytes_per_token": fp.kv_bytes_per_token,
@@ -188,6 +201,8 @@ def estimate_document(args: argparse.Namespace) -> dict[str, Any]:
         "engine": str(engine),
         "tensor_parallel_size": tp,
         "gpu_total_bytes": total,
+        "max_num_batched_tokens": limits.max_num_batched_tokens,
+        "max_num_seqs": limits.max_num_seqs,
     }
     if args.gpu_memory_utilization is not None:
         util = args.gpu_memory_utilization

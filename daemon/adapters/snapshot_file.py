@@ -26,9 +26,9 @@ class _Strict(BaseModel):
 class GpuEntry(_Strict):
     index: Int = Field(ge=0)
     name: str = ""
-    total_bytes: Int | None = Field(None, ge=0)
+    total_bytes: Int | None = Field(None, gt=0)
     used_bytes: Int | None = Field(None, ge=0)
-    total_gib: NonNegative | None = None
+    total_gib: Annotated[float, Strict(), Field(gt=0)] | None = None
     used_gib: NonNegative | None = None
 
     def bytes(self) -> tuple[int, int]:

@@ -344,6 +344,8 @@ def parse_workers(status: Any) -> tuple[Worker, ...]:
             if not match or not isinstance(gpu, dict):
                 continue
             total = int(gpu.get("mem_total") or 0)
+            if total <= 0:
+                continue  # a GPU entry without memory figures cannot be planned on
             used = gpu.get("mem_used")
             used = int(used) if used is not None else total - int(gpu.get("mem_free") or 0)
             gpus.append(

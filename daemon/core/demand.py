@@ -17,6 +17,7 @@ from daemon.core.architecture import Architecture, ArchitectureError, architectu
 from daemon.core.desired import ModelSpec
 from daemon.core.footprint import (
     FRACTION_ENGINES,
+    VLLM_DEFAULTS,
     EngineLimits,
     Footprint,
     QuantizationError,
@@ -28,10 +29,10 @@ from daemon.core.footprint import (
 )
 from daemon.core.units import GiB
 
-# Xinference starts vLLM without a usage context (ENGINE_CONTEXT) and sets max_num_seqs=256, so on
-# every GPU the profiling batch is vLLM's fallback of 2048 tokens (docs/vllm-memory-notes.md, sec. 2).
-XINFERENCE_VLLM_MAX_NUM_BATCHED_TOKENS = 2048
-XINFERENCE_VLLM_MAX_NUM_SEQS = 256
+# Under Xinference the profiling batch is 2048 tokens on every GPU (see VLLM_DEFAULTS).
+XINFERENCE_VLLM_MAX_NUM_BATCHED_TOKENS, XINFERENCE_VLLM_MAX_NUM_SEQS = VLLM_DEFAULTS["xinference"][
+    1
+]
 # Context assumed for engines without pre-allocation when no max_model_len is given.
 DEFAULT_CONTEXT_TOKENS = 4096
 # Batch assumed for embedding/rerank engines (sentence-transformers' default batch of 32 sentences).
@@ -39,6 +40,9 @@ ENCODER_BATCH = 32
 # Tokens per text assumed for encoders when no max_model_len is given (sentence-transformers pads
 # each batch to its longest text; RAG chunks are usually at most a few hundred tokens).
 ENCODER_DEFAULT_LEN = 512
+
+
+_NEVER_FITS = 1 << 62  # bytes no GPU has
 
 
 class ResolveError(ValueError):
@@ -209,6 +213,8 @@ def wanted_context(demand: Demand) -> int:
 def claim_on(demand: Demand, gpu_total_bytes: int) -> Claim:
     """The smallest claim that satisfies the model's memory intent on a GPU of this size."""
     mem = demand.spec.memory
+    if gpu_total_bytes <= 0:  # a malformed report: nothing can be placed on it
+        return Claim(bytes=_NEVER_FITS, footprint=None, impossible="the GPU reports no memory")
     if mem.estimate_gib is not None:
         return Claim(bytes=round(mem.estimate_gib * GiB), footprint=None)
     fp = footprint_of(demand)

@@ -349,6 +349,14 @@ class Config(_Frozen):
 def cross_field_problems(config: Config) -> list[tuple[str, str]]:
     """Rules that span several fields, as (key path, message) pairs; empty when the config is fine."""
     problems: list[tuple[str, str]] = []
+    if config.policy.mode == "enforce" and config.cluster.auth.mode == "api_key":
+        problems.append(
+            (
+                "policy.mode",
+                "'enforce' launches and terminates, and Xinference lets API keys only read "
+                "and infer (it answers 403); use [cluster.auth] mode = 'password', or mode = 'observe'",
+            )
+        )
     for uid, spec in sorted(config.models.items()):
         problems.extend((f"models.{uid}.{path}", msg) for path, msg in _model_problems(spec))
     return problems

@@ -206,18 +206,32 @@ class EngineLimits:
     enforce_eager: bool = False
 
 
-def vllm_default_limits(
-    *, gpu_total_bytes: int, gpu_name: str = "", enforce_eager: bool = False
-) -> EngineLimits:
-    """vLLM's (V1) defaults for the engine context Xinference uses (see docs/vllm-memory-notes.md).
+# vLLM's V1 scheduler defaults (vllm/engine/arg_utils.py, docs/vllm-memory-notes.md section 2), by
+# usage context: (max_num_batched_tokens, max_num_seqs) on big GPUs (>= 70 GiB and not an A100) and
+# on the rest. Xinference starts the engine without a usage context (ENGINE_CONTEXT), which is not
+# in vLLM's table and falls back to SchedulerConfig's 2048 / 128; Xinference then sets max_num_seqs=256.
+VLLM_DEFAULTS = {
+    "llm": ((16384, 1024), (8192, 256)),  # vllm.LLM(...) in Python
+    "serve": ((8192, 1024), (2048, 256)),  # vllm serve (the OpenAI server)
+    "xinference": ((2048, 256), (2048, 256)),
+}
 
-    GPUs with at least 70 GiB that are not A100s get the larger defaults.
+
+def vllm_default_limits(
+    *,
+    gpu_total_bytes: int,
+    gpu_name: str = "",
+    context: str = "xinference",
+    enforce_eager: bool = False,
+) -> EngineLimits:
+    """The scheduler limits vLLM picks when none are given, for a GPU of this size and name.
+
+    Chunked prefill is on by default in V1, so the profiling batch is max_num_batched_tokens.
     """
     big = gpu_total_bytes >= 70 * GiB and "a100" not in gpu_name.lower()
+    tokens, seqs = VLLM_DEFAULTS[context][0 if big else 1]
     return EngineLimits(
-        max_num_batched_tokens=8192 if big else 2048,
-        max_num_seqs=1024 if big else 256,
-        enforce_eager=enforce_eager,
+        max_num_batched_tokens=tokens, max_num_seqs=min(seqs, tokens), enforce_eager=enforce_eager
     )
 
 
@@ -359,6 +373,8 @@ def required_utilization(
     """
     need = fp.weights_bytes + fp.budgeted_overhead_bytes
     need += kv_bytes_needed(fp, max_model_len=max_model_len, sequences=sequences, chunk=chunk)
+    if gpu_total_bytes <= 0:
+        return math.inf  # a GPU that reports no memory fits nothing
     steps = math.ceil(need / gpu_total_bytes / UTILIZATION_STEP - 1e-9)
     return round(steps * UTILIZATION_STEP, 3)
 

@@ -165,3 +165,36 @@ def test_python_dash_m_daemon_runs_the_cli() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("context", "gpu", "name", "tokens", "seqs"),
+    [
+        ("xinference", "79.2", "", 2048, 256),
+        ("serve", "79.2", "NVIDIA H100 80GB HBM3", 8192, 1024),
+        ("serve", "79.2", "NVIDIA A100-SXM4-80GB", 2048, 256),
+        ("serve", "44.4", "NVIDIA L40S", 2048, 256),
+        ("llm", "139.8", "NVIDIA H200", 16384, 1024),
+        ("llm", "23.6", "NVIDIA GeForce RTX 4090", 8192, 256),
+    ],
+)
+def test_estimate_knows_vllms_defaults_by_context_and_gpu(
+    context: str, gpu: str, name: str, tokens: int, seqs: int
+) -> None:
+    code, out, _ = run(
+        "estimate",
+        "--model",
+        "llama-3.1-instruct",
+        "--size",
+        "8",
+        "--gpu-total-gib",
+        gpu,
+        "--gpu-name",
+        name,
+        "--vllm-context",
+        context,
+        "--json",
+    )
+    assert code == 0
+    doc = json.loads(out)
+    assert (doc["max_num_batched_tokens"], doc["max_num_seqs"]) == (tokens, seqs)

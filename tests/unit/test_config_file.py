@@ -198,3 +198,14 @@ def test_credentials_in_the_endpoint_url_are_refused_without_echoing_them(tmp_pa
 def test_password_mode_needs_exactly_one_secret_source(tmp_path: Path) -> None:
     text = MINIMAL + '[cluster.auth]\nmode = "password"\nusername = "u"\n'
     assert any("exactly one of" in p for p in problems(write(tmp_path, text)))
+
+
+def test_enforce_with_an_api_key_is_refused_with_the_reason(tmp_path: Path) -> None:
+    text = (
+        MINIMAL
+        + '[policy]\nmode = "enforce"\n[cluster.auth]\nmode = "api_key"\napi_key_env = "XR_KEY"\n'
+    )
+    found = problems(write(tmp_path, text))
+    assert any("policy.mode" in p and "API keys only read" in p for p in found)
+    observe = text.replace('mode = "enforce"', 'mode = "observe"')
+    assert load_config(write(tmp_path, observe)).config.cluster.auth.mode == "api_key"
