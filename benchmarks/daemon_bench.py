@@ -23,34 +23,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.harness import server as xh
-from tests.harness.daemon_process import DaemonProcess, event, write_atomically
-
-
-def config_text(base: str, name: str, uids: list[str]) -> str:
-    lines = [
-        "[cluster]",
-        f'endpoint = "{base}"',
-        "timeout_seconds = 30",
-        "[policy]",
-        'mode = "enforce"',
-    ]
-    for uid in uids:
-        lines += [
-            f'[models."{uid}"]',
-            f'model_name = "{name}"',
-            'model_type = "embedding"',
-            'model_engine = "sentence_transformers"',
-            f'[models."{uid}".placement]',
-            'device = "cpu"',
-        ]
-    return "\n".join(lines) + "\n"
-
-
-def rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
+from tests.harness.daemon_process import (
+    DaemonProcess,
+    cpu_embedding_config,
+    event,
+    rss_bytes,
+    write_atomically,
+)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -70,7 +49,7 @@ def main() -> None:
             names = xh.register_custom_models(srv.base_url, None, tiny)
             config = work / "config.toml"
             uids = ["b-0"]
-            config.write_text(config_text(srv.base_url, names["embedding"], uids))
+            config.write_text(cpu_embedding_config(srv.base_url, names["embedding"], uids))
             daemon = DaemonProcess(
                 config,
                 work / "state",
@@ -85,7 +64,9 @@ def main() -> None:
                 for i in range(1, args.edits + 1):
                     uids.append(f"b-{i}")
                     saved = time.time()
-                    write_atomically(config, config_text(srv.base_url, names["embedding"], uids))
+                    write_atomically(
+                        config, cpu_embedding_config(srv.base_url, names["embedding"], uids)
+                    )
                     started = daemon.wait_for(
                         event("model.launch.started", uid=f"b-{i}"), timeout=60
                     )

@@ -30,36 +30,14 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.harness import server as xh
-from tests.harness.daemon_process import DaemonProcess, write_atomically
+from tests.harness.daemon_process import (
+    DaemonProcess,
+    cpu_embedding_config,
+    rss_bytes,
+    write_atomically,
+)
 
 SLOTS = ("soak-a", "soak-b", "soak-c")
-
-
-def config_text(base: str, name: str, uids: list[str]) -> str:
-    lines = [
-        "[cluster]",
-        f'endpoint = "{base}"',
-        "timeout_seconds = 30",
-        "[policy]",
-        'mode = "enforce"',
-    ]
-    for uid in uids:
-        lines += [
-            f'[models."{uid}"]',
-            f'model_name = "{name}"',
-            'model_type = "embedding"',
-            'model_engine = "sentence_transformers"',
-            f'[models."{uid}".placement]',
-            'device = "cpu"',
-        ]
-    return "\n".join(lines) + "\n"
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 @dataclass
@@ -117,7 +95,7 @@ class _Churn:
         self.desired = [SLOTS[0]]
         self.running: set[str] = set()  # brought up by the daemon (its events) and not killed since
         self.killed: set[str] = set()  # killed out of band, relaunch not seen yet
-        config.write_text(config_text(base, name, self.desired))
+        config.write_text(cpu_embedding_config(base, name, self.desired))
 
     def edit(self) -> None:
         slot = self.rng.choice(SLOTS)
@@ -125,7 +103,7 @@ class _Churn:
             self.desired = [s for s in self.desired if s != slot]
         else:
             self.desired = [*self.desired, slot]
-        write_atomically(self.config, config_text(self.base, self.name, self.desired))
+        write_atomically(self.config, cpu_embedding_config(self.base, self.name, self.desired))
         self.result.edits += 1
 
     def kill(self) -> None:
@@ -165,7 +143,7 @@ def soak(
         while time.monotonic() - start < seconds:
             now = time.monotonic()
             if now >= schedule["rss"]:
-                result.rss_mib.append(rss_mib(daemon.proc.pid))
+                result.rss_mib.append(rss_bytes(daemon.proc.pid) / 2**20)
                 schedule["rss"] += 10
             if now >= schedule["edit"]:
                 faults.edit()

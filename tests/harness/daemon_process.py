@@ -92,3 +92,32 @@ def write_atomically(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:6]}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def cpu_embedding_config(base_url: str, model_name: str, uids: list[str]) -> str:
+    """A config enforcing one CPU embedding model per uid (what the benchmarks and the soak churn)."""
+    lines = [
+        "[cluster]",
+        f'endpoint = "{base_url}"',
+        "timeout_seconds = 30",
+        "[policy]",
+        'mode = "enforce"',
+    ]
+    for uid in uids:
+        lines += [
+            f'[models."{uid}"]',
+            f'model_name = "{model_name}"',
+            'model_type = "embedding"',
+            'model_engine = "sentence_transformers"',
+            f'[models."{uid}".placement]',
+            'device = "cpu"',
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of a process (VmRSS)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
