@@ -27,7 +27,7 @@ from daemon.adapters.secrets import load_credentials
 from daemon.adapters.state_file import StateStore
 from daemon.adapters.systemd import InstanceLock, LockHeldError, Notifier
 from daemon.adapters.watcher import ConfigWatcher
-from daemon.adapters.xinference import XinferenceAdapter
+from daemon.adapters.xinference import XinferenceAdapter, redact_url
 from daemon.core.desired import ClusterConfig
 from daemon.core.drift import State
 from daemon.core.notices import DRIFT_EVENTS, REFUSAL_EVENTS, Open, track
@@ -94,6 +94,8 @@ class Daemon:
         self._drift: Mapping[str, Open] = {}
         self._refusals: Mapping[str, Open] = {}
         self._unreachable = False
+        self._auth_error: str | None = None
+        self._warned: set[str] = set()
         self._last_bad_hash: str | None = None
         self.passes = 0
 
@@ -214,6 +216,7 @@ class Daemon:
                 opts=Options(
                     on_plan=lambda plan: self._observed(plan, events),
                     act=True,
+                    clock=self.clock,
                     config_revision=self.good.revision,
                     events=events,
                     heartbeat=self.beat,
@@ -224,6 +227,10 @@ class Daemon:
             self._cluster_failed(exc, events)
             self._finish(start, None)
             return None
+        for warning in report.warnings:  # e.g. a corrupt state file set aside: once each
+            if warning not in self._warned:
+                self._warned.add(warning)
+                events("state.warning", warning=warning)
         events(
             "pass.finished",
             reasons=sorted(reasons),
@@ -236,12 +243,15 @@ class Daemon:
         return report
 
     def _endpoint(self) -> str:
+        """The endpoint as events may show it (never with credentials in it)."""
         assert self.good is not None
-        return self.settings.endpoint or self.good.loaded.config.cluster.endpoint
+        return redact_url(self.settings.endpoint or self.good.loaded.config.cluster.endpoint)
 
     def _cluster_failed(self, exc: Exception, events: EventLogger) -> None:
         if isinstance(exc, AuthError | SecretError):
-            events("auth.failed", endpoint=self._endpoint(), error=str(exc))
+            if str(exc) != self._auth_error:  # once per distinct failure, not every pass
+                self._auth_error = str(exc)
+                events("auth.failed", endpoint=self._endpoint(), error=str(exc))
             self.cluster = None  # credentials may have been fixed: build a new adapter next pass
         elif not self._unreachable:
             self._unreachable = True
@@ -249,8 +259,8 @@ class Daemon:
 
     def _observed(self, plan: Plan, events: EventLogger) -> None:
         """Called once the cluster was observed and planned, before acting: report what changed."""
-        if self._unreachable:
-            self._unreachable = False
+        if self._unreachable or self._auth_error:
+            self._unreachable, self._auth_error = False, None
             events("cluster.recovered", endpoint=self._endpoint())
         self._notices(plan, events)
 

@@ -223,8 +223,8 @@ def imported_config(
     models: dict[str, Any] = {}
     gpu_workers = {w.address for w in observed.workers if w.gpus}
     for m in observed.models:
-        if m.status != "READY":
-            continue
+        if m.status != "READY" or m.model_type is None:
+            continue  # launching, failed, or not described by the server: nothing to adopt yet
         entry: dict[str, Any] = {"model_name": m.model_name, "model_type": m.model_type}
         for key in ("model_engine", "model_format", "quantization"):
             value = getattr(m, key)

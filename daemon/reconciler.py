@@ -25,9 +25,12 @@ from daemon.core.drift import State
 from daemon.core.observed import LaunchRecord, ObservedState, RunningModel, Worker
 from daemon.core.planning import Launch, Plan, Terminate, plan
 from daemon.core.retry import backing_off, record_failure
-from daemon.errors import ClusterError, ReconcilerError
+from daemon.errors import ClusterError, PermanentClusterError, ReconcilerError
 
 MAX_PARALLEL_LAUNCHES = 8
+VANISHED_AFTER_POLLS = (
+    5  # the server answers "unknown uid" this many polls in a row: the launch is gone
+)
 
 
 class InstanceStateLike(Protocol):
@@ -181,6 +184,12 @@ def _run_launch(
     opts: Options,
     deadline_seconds: float,
 ) -> ActionResult:
+    """Register (custom models), send, record as ours, then poll to READY, ERROR or the deadline.
+
+    The launch is recorded as ours *before* it is sent: if the answer is lost (a timeout after the
+    server accepted it) the model is still known to be ours. Only a definite refusal (4xx) removes
+    the record again.
+    """
     kind = "replace" if launch.replaces else "launch"
     start = opts.clock()
     opts.events(
@@ -190,21 +199,22 @@ def _run_launch(
         gpu_indexes=list(launch.gpu_indexes),
         launch_args=dict(launch.launch_args),
     )
+    record = LaunchRecord(
+        uid=launch.uid,
+        spec_hash=launch.spec_hash,
+        config_revision=opts.config_revision,
+        claims=launch.claims,
+    )
     try:
         _ensure_registered(cluster, demand, ledger)
+        ledger.update(lambda s: s.with_record(record))
         cluster.launch(launch)
-    except ClusterError as exc:
+    except PermanentClusterError as exc:  # refused: nothing was started
+        ledger.update(lambda s: s.without_record(launch.uid))
         return _failed(launch, str(exc), ledger=ledger, opts=opts, start=start, kind=kind)
-    ledger.update(
-        lambda s: s.with_record(
-            LaunchRecord(
-                uid=launch.uid,
-                spec_hash=launch.spec_hash,
-                config_revision=opts.config_revision,
-                claims=launch.claims,
-            )
-        )
-    )
+    except ClusterError as exc:  # no answer: it may run; keep the record, back off
+        return _failed(launch, str(exc), ledger=ledger, opts=opts, start=start, kind=kind)
+    unknown_polls = 0
     while True:
         opts.heartbeat()
         if opts.should_stop():
@@ -232,6 +242,10 @@ def _run_launch(
         if info is not None and info.status == "ERROR":
             message = info.error_message or "launch failed"
             return _failed(launch, message, ledger=ledger, opts=opts, start=start, kind=kind)
+        unknown_polls = unknown_polls + 1 if info is None and error is None else 0
+        if unknown_polls >= VANISHED_AFTER_POLLS:
+            why = "the server no longer knows this launch (restarted, or its worker left)"
+            return _failed(launch, why, ledger=ledger, opts=opts, start=start, kind=kind)
         if opts.clock() - start > deadline_seconds:
             why = f"not READY after {deadline_seconds:g} s" + (
                 f" (last error: {error})" if error else ""

@@ -188,7 +188,7 @@ class FakeCluster:
                 RunningModel(
                     uid=inst.uid,
                     model_name=inst.model_name,
-                    model_type=inst.model_type,
+                    model_type=inst.model_type if inst.status == "READY" else None,
                     model_engine=inst.engine if inst.status == "READY" else None,
                     model_format=inst.body.get("model_format") if inst.status == "READY" else None,
                     model_size_in_billions=None

@@ -91,6 +91,10 @@ def parse_toml(data: bytes, name: str) -> dict[str, Any]:
         ) from None
     try:
         return tomllib.loads(text)
+    except RecursionError:
+        raise fail(
+            "", "nested too deeply to be a config (arrays or tables inside each other)"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         # tomllib's message ends with "(at line L, column C)"; keep it, it is what people need.
         raise fail("", f"TOML syntax error: {exc}") from None

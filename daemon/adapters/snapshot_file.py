@@ -8,14 +8,17 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints, ValidationError
 
 from daemon.core.observed import GpuSnapshot, LaunchRecord, ObservedState, RunningModel, Worker
 from daemon.core.units import GiB, GpuRef
 from daemon.errors import SnapshotError
 
 Int = Annotated[int, Strict()]
-NonNegative = Annotated[float, Strict(), Field(ge=0)]
+MAX_BYTES = 1 << 50  # 1 PiB: more than any GPU; larger numbers are corrupt input
+Bytes = Annotated[int, Strict(), Field(ge=0, le=MAX_BYTES)]
+Gib = Annotated[float, Strict(), Field(ge=0, le=MAX_BYTES / 2**30, allow_inf_nan=False)]
+Index = Annotated[str, StringConstraints(pattern=r"^[0-9]{1,4}$")]  # a GPU index as a JSON key
 SNAPSHOT_FORMAT = 1
 
 
@@ -26,10 +29,10 @@ class _Strict(BaseModel):
 class GpuEntry(_Strict):
     index: Int = Field(ge=0)
     name: str = ""
-    total_bytes: Int | None = Field(None, gt=0)
-    used_bytes: Int | None = Field(None, ge=0)
-    total_gib: Annotated[float, Strict(), Field(gt=0)] | None = None
-    used_gib: NonNegative | None = None
+    total_bytes: Annotated[Bytes, Field(gt=0)] | None = None
+    used_bytes: Bytes | None = None
+    total_gib: Annotated[Gib, Field(gt=0)] | None = None
+    used_gib: Gib | None = None
 
     def bytes(self) -> tuple[int, int]:
         total = self.total_bytes if self.total_bytes is not None else _gib(self.total_gib)
@@ -53,7 +56,7 @@ class WorkerEntry(_Strict):
 class ModelEntry(_Strict):
     uid: str
     model_name: str
-    model_type: str = "LLM"
+    model_type: str | None = None
     model_engine: str | None = None
     model_format: str | None = None
     model_size_in_billions: str | float | None = None
@@ -62,7 +65,7 @@ class ModelEntry(_Strict):
     status: str = "READY"
     worker: str | None = None
     gpu_indexes: list[Int] = []
-    gpu_memory_bytes: dict[str, Int] = {}
+    gpu_memory_bytes: dict[Index, Bytes] = {}
     error_message: str | None = None
 
 
@@ -71,7 +74,7 @@ class ManagedEntry(_Strict):
     spec_hash: str
     config_revision: str = ""
     worker: str | None = None
-    claims_bytes: dict[str, Int] = {}
+    claims_bytes: dict[Index, Bytes] = {}
 
 
 class SnapshotFile(_Strict):
@@ -166,6 +169,8 @@ def load_snapshot(path: Path) -> ObservedState:
         raise SnapshotError(
             f"{path}: not JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
         ) from None
+    except RecursionError:
+        raise SnapshotError(f"{path}: nested too deeply to be a snapshot") from None
     return observed_from_document(doc, name=str(path))
 
 

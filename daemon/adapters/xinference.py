@@ -39,7 +39,9 @@ from daemon.errors import (
     TemporaryClusterError,
 )
 
-TOKEN_REFRESH_MARGIN_SECONDS = 120.0  # refresh an access token this long before it expires
+# Refresh an access token this long before it expires, or after three quarters of its life when
+# tokens are short-lived (XINFERENCE_ACCESS_TOKEN_EXPIRE_MINUTES may be 1).
+TOKEN_REFRESH_MARGIN_SECONDS = 120.0
 _ACTOR_PREFIX = re.compile(r"^\[address=[^\]]*\]\s*")
 
 
@@ -51,6 +53,15 @@ def _detail(response: requests.Response) -> str:
     except ValueError:
         text = response.text
     return _ACTOR_PREFIX.sub("", str(text)).strip()[:500]
+
+
+def redact_url(url: str) -> str:
+    """The URL without any ``user:password@`` part, for messages and events."""
+    scheme, sep, rest = url.partition("://")
+    host, slash, path = rest.partition("/")
+    if "@" in host:
+        host = "[redacted]@" + host.rsplit("@", 1)[1]
+    return f"{scheme}{sep}{host}{slash}{path}"
 
 
 def _jwt_expiry(token: str) -> float | None:
@@ -87,6 +98,7 @@ class XinferenceAdapter:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.endpoint = endpoint.rstrip("/")
+        self.shown_endpoint = redact_url(self.endpoint)  # what messages may say
         self.credentials = credentials
         self.timeout = timeout_seconds
         self._verify: bool | str = ca_bundle if (verify_tls and ca_bundle) else verify_tls
@@ -97,6 +109,7 @@ class XinferenceAdapter:
         self._access: str | None = None
         self._refresh: str | None = None
         self._expires_at: float | None = None
+        self._margin = TOKEN_REFRESH_MARGIN_SECONDS
         self._auth_enabled: bool | None = None
         self.calls = 0  # HTTP requests sent (the benchmark reads it)
 
@@ -128,16 +141,22 @@ class XinferenceAdapter:
         except requests.Timeout as exc:
             raise ServerUnavailable(f"{method} {path}: no answer within {wait:g} s") from exc
         except requests.ConnectionError as exc:
-            raise ServerUnavailable(f"{method} {path}: cannot connect to {self.endpoint}") from exc
+            raise ServerUnavailable(
+                f"{method} {path}: cannot connect to {self.shown_endpoint}"
+            ) from exc
         except requests.RequestException as exc:
             raise TemporaryClusterError(f"{method} {path}: {exc.__class__.__name__}") from exc
 
-    @staticmethod
-    def _raise_for(method: str, path: str, response: requests.Response) -> None:
+    def _scrub(self, text: str) -> str:
+        """A server's words with our secret taken out (a server may echo a rejected request body)."""
+        secret = self.credentials.secret
+        return text.replace(secret, "[redacted]") if secret else text
+
+    def _raise_for(self, method: str, path: str, response: requests.Response) -> None:
         code = response.status_code
         if code < 400:
             return
-        where = f"{method} {path}: HTTP {code}: {_detail(response)}"
+        where = f"{method} {path}: HTTP {code}: {self._scrub(_detail(response))}"
         if code in (401, 403):
             raise AuthError(where)
         if code in (408, 429) or code >= 500:
@@ -186,9 +205,7 @@ class XinferenceAdapter:
             return self.credentials.secret
         with self._lock:
             now = self._clock()
-            fresh = (
-                self._expires_at is None or now < self._expires_at - TOKEN_REFRESH_MARGIN_SECONDS
-            )
+            fresh = self._expires_at is None or now < self._expires_at - self._margin
             if self._access and fresh and not force:
                 return self._access
             if self._refresh and not force:
@@ -209,7 +226,7 @@ class XinferenceAdapter:
         response = self._send("POST", path, body=body)
         if response.status_code in (400, 401, 403):
             raise AuthError(
-                f"POST {path}: HTTP {response.status_code}: {_detail(response)} "
+                f"POST {path}: HTTP {response.status_code}: {self._scrub(_detail(response))} "
                 f"(user {self.credentials.username!r}, secret from {self.credentials.source})"
             )
         self._raise_for("POST", path, response)
@@ -222,6 +239,8 @@ class XinferenceAdapter:
         self._access = str(answer["access_token"])
         self._refresh = answer.get("refresh_token")
         self._expires_at = _jwt_expiry(self._access)
+        lifetime = (self._expires_at or 0) - self._clock()
+        self._margin = min(TOKEN_REFRESH_MARGIN_SECONDS, max(lifetime, 0) / 4)
         return self._access
 
     # --- reads ---------------------------------------------------------------------------------
@@ -390,7 +409,7 @@ def parse_cluster(
             RunningModel(
                 uid=uid,
                 model_name=str(item.get("model_name") or spec.get("model_name") or ""),
-                model_type=str(spec.get("model_type") or "LLM"),
+                model_type=spec.get("model_type"),
                 model_engine=spec.get("model_engine"),
                 model_format=spec.get("model_format"),
                 model_size_in_billions=None if size is None else str(size),

@@ -84,6 +84,16 @@ def _positive_int(cfg: Mapping[str, Any], keys: tuple[str, ...], *, required: bo
     return value
 
 
+def _optional_int(cfg: Mapping[str, Any], keys: tuple[str, ...]) -> int | None:
+    """An optional non-negative integer field: None when absent, ArchitectureError when malformed."""
+    value = _first(cfg, keys)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ArchitectureError(f"{keys[0]!r} must be a non-negative integer, got {value!r}")
+    return value
+
+
 def _text_config(cfg: Mapping[str, Any]) -> Mapping[str, Any]:
     """Multimodal configs (Gemma 3, Llama 4, Qwen2-VL ...) keep the language model under a sub-key."""
     for key in ("text_config", "language_config", "llm_config"):
@@ -100,6 +110,7 @@ def _sliding(cfg: Mapping[str, Any], num_layers: int) -> tuple[int | None, int]:
     window = cfg.get("sliding_window")
     if not isinstance(window, int) or isinstance(window, bool) or window <= 0:
         return None, 0
+    max_pos = _optional_int(cfg, _MAX_POS) or 0
     # Qwen2 carries a sliding_window value but disables it unless use_sliding_window is true.
     if cfg.get("use_sliding_window") is False:
         return None, 0
@@ -113,7 +124,7 @@ def _sliding(cfg: Mapping[str, Any], num_layers: int) -> tuple[int | None, int]:
     model_type = str(cfg.get("model_type", ""))
     if model_type in {"gemma2", "cohere2"}:
         return window, num_layers // 2  # alternating local / global layers
-    if window >= int(cfg.get("max_position_embeddings") or 0) > 0:
+    if window >= max_pos > 0:
         return None, 0  # a window at least as long as the context never slides
     return window, num_layers  # Mistral v0.1 style: every layer slides
 
@@ -128,16 +139,15 @@ def architecture_from_hf_config(
     hidden = _positive_int(text, _HIDDEN)
     heads = _positive_int(text, _HEADS)
     kv_heads = _positive_int(text, _KV_HEADS, required=False) or heads
-    head_dim_value = text.get("head_dim")
-    head_dim = head_dim_value if isinstance(head_dim_value, int) and head_dim_value > 0 else 0
-    head_dim = head_dim or hidden // heads
+    head_dim = _optional_int(text, ("head_dim",)) or hidden // heads
     intermediate = _positive_int(text, _INTERMEDIATE, required=False) or 4 * hidden
     vocab = _positive_int(text, _VOCAB)
-    max_pos = _first(text, _MAX_POS)
+    max_pos = _optional_int(text, _MAX_POS)
     window, sliding_layers = _sliding(text, layers)
-    experts = int(_first(text, ("num_local_experts", "num_experts", "n_routed_experts")) or 0)
+    experts = _optional_int(text, ("num_local_experts", "num_experts", "n_routed_experts")) or 0
     dtype = str(text.get("torch_dtype") or text.get("dtype") or "bfloat16")
-    kv_lora = text.get("kv_lora_rank")
+    kv_lora = _optional_int(text, ("kv_lora_rank",))
+    rope = _optional_int(text, ("qk_rope_head_dim",))
     return Architecture(
         model_type=model_type,
         num_layers=layers,
@@ -147,16 +157,16 @@ def architecture_from_hf_config(
         head_dim=head_dim,
         intermediate_size=intermediate,
         vocab_size=vocab,
-        max_position_embeddings=max_pos if isinstance(max_pos, int) else None,
+        max_position_embeddings=max_pos or None,
         tie_word_embeddings=bool(text.get("tie_word_embeddings", cfg.get("tie_word_embeddings"))),
         dtype_bytes=_DTYPE_BYTES.get(dtype, 2),
         sliding_window=window,
         sliding_layers=sliding_layers,
-        kv_lora_rank=kv_lora if isinstance(kv_lora, int) and kv_lora > 0 else None,
-        qk_rope_head_dim=text.get("qk_rope_head_dim") if kv_lora else None,
+        kv_lora_rank=kv_lora or None,
+        qk_rope_head_dim=rope if kv_lora else None,
         num_experts=experts,
-        experts_per_token=int(_first(text, ("num_experts_per_tok", "moe_topk")) or 0),
-        moe_intermediate_size=text.get("moe_intermediate_size"),
+        experts_per_token=_optional_int(text, ("num_experts_per_tok", "moe_topk")) or 0,
+        moe_intermediate_size=_optional_int(text, ("moe_intermediate_size",)) or None,
         is_encoder=model_type in ENCODER_MODEL_TYPES,
         params=params,
     )

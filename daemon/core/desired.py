@@ -47,6 +47,7 @@ _RESERVED_ENGINE_ARGS = {
     "enforce_eager": "memory.enforce_eager",
 }
 _SECRET_KEYS = ("password", "api_key", "token", "secret")
+MAX_GPU_GIB = 4096.0  # no GPU holds more; larger numbers are typos (and would overflow)
 
 
 class FieldError(ValueError):
@@ -58,7 +59,10 @@ class FieldError(ValueError):
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    # No inf or NaN anywhere: every number in the file must be a real quantity.
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False
+    )
 
 
 class AuthConfig(_Frozen):
@@ -158,7 +162,10 @@ class PolicyConfig(_Frozen):
         "running, or apply the prune rule as usual. 'keep' protects against a bad deploy.",
     )
     gpu_reserve_gib: Float = Field(
-        0.5, ge=0, description="GiB kept free on every GPU (driver, spikes, other tenants)."
+        0.5,
+        ge=0,
+        le=MAX_GPU_GIB,
+        description="GiB kept free on every GPU (driver, spikes, other tenants).",
     )
     gpu_max_fraction: Float = Field(
         0.95, gt=0, le=1, description="Largest fraction of each GPU's total memory plans may fill."
@@ -167,7 +174,7 @@ class PolicyConfig(_Frozen):
         8, ge=1, description="At most this many launches and terminations in one pass."
     )
     launch_timeout_seconds: Float = Field(
-        900.0, gt=0, description="Deadline for a launched model to become READY."
+        900.0, gt=0, le=86400, description="Deadline for a launched model to become READY."
     )
 
 
@@ -190,10 +197,16 @@ class MemorySpec(_Frozen):
     """What the model must be able to hold, and how its engine's memory knobs are set."""
 
     max_model_len: Int | None = Field(
-        None, ge=16, description="Context length the engine must serve (vLLM max_model_len)."
+        None,
+        ge=16,
+        le=100_000_000,
+        description="Context length the engine must serve (vLLM max_model_len).",
     )
     concurrent_sequences: Int = Field(
-        1, ge=1, description="Full-length sequences that must fit in the KV cache at once."
+        1,
+        ge=1,
+        le=1_000_000,
+        description="Full-length sequences that must fit in the KV cache at once.",
     )
     kv_cache_dtype: Literal["auto", "fp8", "fp8_e4m3", "fp8_e5m2"] = Field(
         "auto", description="KV-cache element type; fp8 halves the cache of a 16-bit model."
@@ -205,15 +218,22 @@ class MemorySpec(_Frozen):
         "also gives the model what is left on its GPU after everything else (more KV cache).",
     )
     max_num_batched_tokens: Int | None = Field(
-        None, ge=1, description="vLLM scheduler limit; default: vLLM's own for the GPU size."
+        None,
+        ge=1,
+        le=100_000_000,
+        description="vLLM scheduler limit; default: vLLM's own for the GPU size.",
     )
     max_num_seqs: Int | None = Field(
-        None, ge=1, description="vLLM scheduler limit; default: vLLM's own for the GPU size."
+        None,
+        ge=1,
+        le=1_000_000,
+        description="vLLM scheduler limit; default: vLLM's own for the GPU size.",
     )
     enforce_eager: Bool = Field(False, description="Disable CUDA graphs (saves their memory).")
     estimate_gib: Float | None = Field(
         None,
         gt=0,
+        le=MAX_GPU_GIB,
         description="Measured need per GPU in GiB; replaces the estimate (required for model "
         "types the estimator does not know, such as image or audio, on a GPU).",
     )
@@ -236,9 +256,14 @@ class ArchitectureSpec(_Frozen):
     hf_config: Str | None = Field(
         None, description="Path to the model's Hugging Face config.json (relative to this file)."
     )
-    params_billions: Float | None = Field(None, gt=0, description="Parameter count, billions.")
+    params_billions: Float | None = Field(
+        None, gt=0, le=1_000_000, description="Parameter count, billions."
+    )
     weights_gib: Float | None = Field(
-        None, gt=0, description="Measured weight memory per GPU in GiB (replaces the estimate)."
+        None,
+        gt=0,
+        le=MAX_GPU_GIB,
+        description="Measured weight memory per GPU in GiB (replaces the estimate).",
     )
     fields: dict[str, Scalar | list[Scalar]] = Field(
         default_factory=dict,

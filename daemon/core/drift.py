@@ -62,7 +62,9 @@ def differences(spec: ModelSpec, running: RunningModel) -> list[str]:
 
     if spec.model_name != running.model_name:
         differ("model_name", running.model_name, spec.model_name)
-    if spec.model_type.lower() != running.model_type.lower():
+    # Fields the server did not report (None) are unknown, never a difference: an instance that
+    # /v1/models does not list yet (its ~3 s cache) or any more (a dead worker) is not "changed".
+    if running.model_type is not None and spec.model_type.lower() != running.model_type.lower():
         differ("model_type", running.model_type, spec.model_type)
     if (
         spec.model_engine

@@ -46,6 +46,14 @@ def track(
     appeared, reminder, resolved = names
     notices: list[Notice] = []
     still: dict[str, Open] = {}
+    # A clock that stepped backwards must neither silence reminders for the length of the step nor
+    # report negative durations: re-base what was recorded in the "future" on ``now``.
+    previous = {
+        k: Open(
+            kind=o.kind, fields=o.fields, since=min(o.since, now), reported=min(o.reported, now)
+        )
+        for k, o in previous.items()
+    }
     for key, (kind, fields) in sorted(current.items()):
         seen = previous.get(key)
         if seen is None or seen.kind != kind:

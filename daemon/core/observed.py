@@ -54,7 +54,7 @@ class RunningModel:
 
     uid: str
     model_name: str
-    model_type: str = "LLM"
+    model_type: str | None = None  # None: the server did not describe it (not in /v1/models)
     model_engine: str | None = None
     model_format: str | None = None
     model_size_in_billions: str | None = None

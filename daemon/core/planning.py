@@ -109,25 +109,31 @@ def _attribution(
     running: RunningModel,
     ref: GpuRef,
     observed: ObservedState,
-    demands: Mapping[str, Demand],
+    estimable: Mapping[str, Demand],
     totals: Mapping[GpuRef, int],
 ) -> int:
-    """Memory to account to a running model on one GPU: reported, else recorded, else estimated."""
+    """Memory to account to a running model on one GPU: reported, else recorded at launch, else
+    estimated from the file when the running instance is what the file describes (in sync).
+
+    An instance that differs from the file (or is not in it) and that nobody reports on stays in
+    "used outside the plan": terminating it is then not counted as freeing anything, which is the
+    safe side (the next pass sees what was really freed).
+    """
     if ref in running.gpu_memory:
         return running.gpu_memory[ref]
     record = observed.managed.get(running.uid)
     if record is not None and ref in record.claims:
         return record.claims[ref]
-    demand = demands.get(running.uid)
+    demand = estimable.get(running.uid)
     if demand is not None and ref in totals:
         return claim_on(demand, totals[ref]).bytes
-    return 0  # unknown: it stays in the GPU's "used outside the plan"
+    return 0
 
 
 def _capacities(
     config: Config,
     observed: ObservedState,
-    demands: Mapping[str, Demand],
+    estimable: Mapping[str, Demand],
     leaving: frozenset[str],
 ) -> tuple[list[GpuCapacity], dict[GpuRef, dict[str, int]]]:
     totals = {g.ref: g.total_bytes for g in observed.gpus}
@@ -135,7 +141,7 @@ def _capacities(
     for running in observed.models:
         for ref in running.gpu_refs:
             if ref in held:
-                held[ref][running.uid] = _attribution(running, ref, observed, demands, totals)
+                held[ref][running.uid] = _attribution(running, ref, observed, estimable, totals)
     caps = []
     for gpu in sorted(observed.gpus, key=lambda g: g.ref):
         accounted = sum(held[gpu.ref].values())
@@ -244,6 +250,36 @@ def _segments(claim: Claim, uid: str, state: str) -> Segment:
     )
 
 
+def _wanted(
+    statuses: tuple[ModelStatus, ...],
+    demands: Mapping[str, Demand],
+    observed: ObservedState,
+    notes: list[str],
+) -> dict[str, tuple[Demand, str, bool]]:
+    """Desired models to launch this pass: uid -> (demand, reason, replaces a running instance).
+
+    Appends to ``notes`` why drift is left alone (unmanaged, protected, backing off).
+    """
+    wanted: dict[str, tuple[Demand, str, bool]] = {}
+    for s in statuses:
+        if not s.desired or s.uid not in demands:
+            continue
+        spec = demands[s.uid].spec
+        if spec.unmanaged and s.is_drift:
+            notes.append(f"{s.uid}: {s.state} but unmanaged; reported only")
+        elif s.state in (State.MISSING, State.FAILED) and s.uid in observed.backing_off:
+            notes.append(f"{s.uid}: launch failed; next retry after its backoff")
+        elif s.state == State.MISSING:
+            wanted[s.uid] = (demands[s.uid], "missing", False)
+        elif s.state == State.FAILED:
+            wanted[s.uid] = (demands[s.uid], f"retry after failure: {s.reasons[0]}", False)
+        elif s.state == State.CHANGED and spec.protected:
+            notes.append(f"{s.uid}: changed but protected; not replaced ({'; '.join(s.reasons)})")
+        elif s.state == State.CHANGED:
+            wanted[s.uid] = (demands[s.uid], "replace: " + "; ".join(s.reasons), True)
+    return wanted
+
+
 def plan(
     config: Config,
     demands: Mapping[str, Demand],
@@ -257,41 +293,29 @@ def plan(
     """
     statuses = detect_drift(config.models, observed)
     terminations, notes = _surplus_terminations(config, statuses, observed)
-    wanted: dict[str, tuple[Demand, str, bool]] = {}  # uid -> (demand, reason, replaces)
-    for s in statuses:
-        if not s.desired or s.uid not in demands:
-            continue
-        spec = demands[s.uid].spec
-        if spec.unmanaged and s.is_drift:
-            notes.append(f"{s.uid}: {s.state} but unmanaged; reported only")
-            continue
-        if s.state == State.MISSING:
-            wanted[s.uid] = (demands[s.uid], "missing", False)
-        elif s.state == State.FAILED:
-            if s.uid in observed.backing_off:
-                notes.append(f"{s.uid}: launch failed; next retry after its backoff")
-            else:
-                wanted[s.uid] = (demands[s.uid], f"retry after failure: {s.reasons[0]}", False)
-        elif s.state == State.CHANGED:
-            if spec.protected:
-                notes.append(
-                    f"{s.uid}: changed but protected; not replaced ({'; '.join(s.reasons)})"
-                )
-            else:
-                wanted[s.uid] = (demands[s.uid], "replace: " + "; ".join(s.reasons), True)
+    wanted = _wanted(statuses, demands, observed, notes)
 
-    # Replacements free their old memory only if the new spec is admitted; iterate until stable.
+    # Replacements free their old memory only if the new spec is admitted. A refused replacement
+    # leaves the old instance running (it is not terminated, nor launched again later in this
+    # pass); admit again without it until nothing more is refused.
     replacing = {uid for uid, (_, _, rep) in wanted.items() if rep}
     surplus_gone = frozenset(t.uid for t in terminations)
+    in_sync = {s.uid for s in statuses if s.state == State.IN_SYNC}
+    estimable = {uid: d for uid, d in demands.items() if uid in in_sync}
+    kept: list[Refusal] = []
     while True:
-        caps, held = _capacities(config, observed, demands, surplus_gone | replacing)
+        caps, held = _capacities(config, observed, estimable, surplus_gone | replacing)
         admission = admit(
             [d for d, _, _ in wanted.values()], caps, observed.workers, search_budget=search_budget
         )
-        refused_replacements = {r.uid for r in admission.refused} & replacing
+        refused_replacements = [r for r in admission.refused if r.uid in replacing]
         if not refused_replacements:
             break
-        replacing -= refused_replacements
+        for refusal in refused_replacements:
+            kept.append(refusal)
+            replacing.discard(refusal.uid)
+            del wanted[refusal.uid]
+    refused = tuple(sorted((*admission.refused, *kept), key=lambda r: r.uid))
 
     placements = {p.uid: p for p in admission.placements}
     launches = [
@@ -306,7 +330,7 @@ def plan(
     cap = config.policy.max_actions_per_pass
     budgets = _budgets(
         observed=observed,
-        demands=demands,
+        demands=estimable,
         held=held,
         caps=caps,
         placements=placements,
@@ -315,7 +339,7 @@ def plan(
     return Plan(
         mode=config.policy.mode,
         actions=tuple(ordered[:cap]),
-        refused=admission.refused,
+        refused=refused,
         deferred=tuple(ordered[cap:]),
         statuses=statuses,
         budgets=budgets,

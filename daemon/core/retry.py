@@ -53,11 +53,19 @@ def record_failure(
 
 
 def backing_off(
-    failures: Mapping[str, FailureRecord], spec_hashes: Mapping[str, str], now: float
+    failures: Mapping[str, FailureRecord],
+    spec_hashes: Mapping[str, str],
+    now: float,
+    *,
+    cap: float = MAX_DELAY_SECONDS,
 ) -> frozenset[str]:
-    """Uids whose retry is not due yet. A changed spec is retried at once (its backoff resets)."""
+    """Uids whose retry is not due yet. A changed spec is retried at once (its backoff resets).
+
+    A retry time further away than the cap can only come from the clock stepping backwards; such a
+    retry is due now rather than after the step.
+    """
     return frozenset(
         uid
         for uid, f in failures.items()
-        if spec_hashes.get(uid) == f.spec_hash and now < f.next_retry_at
+        if spec_hashes.get(uid) == f.spec_hash and now < f.next_retry_at <= now + cap
     )
