@@ -334,12 +334,23 @@ class Daemon:
                 hup = "sighup" in reasons
                 if hup:
                     self.notifier.reloading()
-                self.run_pass(reasons or {"start"})
+                self._guarded_pass(reasons or {"start"})
                 if first or hup:
                     self.notifier.ready(self.summary())
                 first = False
                 continue
             self._wake.wait(0.2)
+
+    def _guarded_pass(self, reasons: set[str]) -> None:
+        """A pass that fails in a way nobody foresaw is reported, and the loop goes on: the next
+        pass re-reads everything. Ending the loop would leave the cluster unwatched."""
+        try:
+            self.run_pass(reasons)
+        except Exception as exc:  # the loop must survive any single pass
+            self.events(
+                "pass.failed", error=f"{type(exc).__name__}: {exc}"[:500], reasons=sorted(reasons)
+            )
+            self._finish(self.clock(), None)
 
     def _watchdog(self) -> None:
         interval = self.notifier.watchdog_seconds
@@ -440,7 +451,8 @@ class Daemon:
             signal.signal(signum, handler)
         clean = not worker.is_alive()
         self.events("daemon.stopped", clean=clean)
-        return EXIT_OK if clean else EXIT_FAILURE
+        # A loop that ended without being asked to is a failure systemd should restart.
+        return EXIT_OK if clean and self._stop else EXIT_FAILURE
 
     def _secret_warnings(self) -> tuple[str, ...]:
         assert self.good is not None

@@ -24,7 +24,7 @@ def _out(stream: TextIO | None) -> TextIO:
     return stream if stream is not None else sys.stdout
 
 
-def cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
+def cmd_validate(args: argparse.Namespace, out: TextIO, _err: TextIO) -> int:
     from daemon.adapters.config_file import load_config
 
     loaded = load_config(Path(args.config))
@@ -34,7 +34,7 @@ def cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
-def _plan_inputs(args: argparse.Namespace) -> tuple[Any, Any]:
+def _plan_inputs(args: argparse.Namespace, err: TextIO) -> tuple[Any, Any]:
     """The config and the observed state: from a snapshot file, else from the live cluster."""
     from daemon.adapters.config_file import load_config
     from daemon.adapters.snapshot_file import load_snapshot
@@ -43,15 +43,15 @@ def _plan_inputs(args: argparse.Namespace) -> tuple[Any, Any]:
     if args.observed is None:
         from daemon.cli_live import live_observed
 
-        return loaded, live_observed(loaded, args, sys.stderr)
+        return loaded, live_observed(loaded, args, err)
     return loaded, load_snapshot(Path(args.observed))
 
 
-def cmd_plan(args: argparse.Namespace, out: TextIO) -> int:
+def cmd_plan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from daemon.core.planning import plan
     from daemon.render import plan_json, plan_text
 
-    loaded, observed = _plan_inputs(args)
+    loaded, observed = _plan_inputs(args, err)
     result = plan(loaded.config, loaded.demands, observed)
     if args.json:
         doc = plan_json(result)
@@ -66,11 +66,11 @@ def cmd_plan(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
-def cmd_fit(args: argparse.Namespace, out: TextIO) -> int:
+def cmd_fit(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from daemon.core.planning import plan
     from daemon.render import fit_text
 
-    loaded, observed = _plan_inputs(args)
+    loaded, observed = _plan_inputs(args, err)
     result = plan(loaded.config, loaded.demands, observed)
     out.write(fit_text(result.budgets, width=args.width) + "\n")
     for refusal in result.refused:
@@ -78,7 +78,7 @@ def cmd_fit(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
-def cmd_schema(args: argparse.Namespace, out: TextIO) -> int:
+def cmd_schema(args: argparse.Namespace, out: TextIO, _err: TextIO) -> int:
     from daemon.schema import config_schema_text
 
     del args
@@ -86,7 +86,7 @@ def cmd_schema(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
-def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
+def cmd_run(args: argparse.Namespace, out: TextIO, _err: TextIO) -> int:
     from daemon.app import Daemon
     from daemon.events import configure
     from daemon.settings import Settings
@@ -104,7 +104,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     return Daemon(config_path=config, settings=settings).run()
 
 
-def cmd_estimate(args: argparse.Namespace, out: TextIO) -> int:
+def cmd_estimate(args: argparse.Namespace, out: TextIO, _err: TextIO) -> int:
     from daemon.estimate_cmd import run_estimate
 
     return run_estimate(args, out)
@@ -177,7 +177,7 @@ def main(
     try:
         if hasattr(args, "live"):
             return int(args.live(args, out, err))
-        return int(args.func(args, out))
+        return int(args.func(args, out, err))
     except ConfigError as exc:
         err.write(f"invalid config ({len(exc.problems)} problem(s)):\n")
         for problem in exc.problems:

@@ -18,13 +18,24 @@ _SECRET_WORDS = ("password", "secret", "token", "api_key", "apikey", "authorizat
 REDACTED = "[redacted]"
 
 
+def _is_secret(key: object) -> bool:
+    return any(word in str(key).lower() for word in _SECRET_WORDS)
+
+
+def _redacted(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: REDACTED if _is_secret(k) else _redacted(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redacted(v) for v in value]
+    return value
+
+
 def redact_secrets(
     _: Any, __: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
-    """Never let a field named like a secret reach a log line."""
+    """Never let a field named like a secret reach a log line, at any depth (launch_args too)."""
     for key in list(event_dict):
-        if any(word in key.lower() for word in _SECRET_WORDS):
-            event_dict[key] = REDACTED
+        event_dict[key] = REDACTED if _is_secret(key) else _redacted(event_dict[key])
     return event_dict
 
 
