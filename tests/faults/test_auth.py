@@ -1,0 +1,84 @@
+"""An auth-on server: the access token is rejected mid-pass (the proxy answers 401 once, as the
+server does for an expired or revoked token) and the adapter logs in again without an error; then
+every call is refused for a while (auth.failed, nothing terminated) and the daemon recovers once
+the server accepts its credentials again."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.faults.conftest import (
+    config_text,
+    embedding,
+    named,
+    ready,
+    record,
+    terminations,
+    wait_converged,
+    watch,
+)
+from tests.harness.daemon_process import DaemonProcess, event
+from tests.harness.proxy import PASS, FaultProxy, status
+
+pytestmark = pytest.mark.integration
+PASSWORD_ENV = "XR_FAULTS_PASSWORD"
+
+
+def test_token_rejected_mid_pass_then_refused_for_a_while(
+    xinference_server_auth: Any,
+    tmp_path: Path,
+    suffix: str,
+    daemons: Callable[..., DaemonProcess],
+    proxies: Callable[[str], FaultProxy],
+    launched: list[Any],
+) -> None:
+    srv = xinference_server_auth
+    base, token = srv.base_url, srv.token
+    proxy = proxies(base)
+    uid = f"f-auth-{suffix}"
+    launched.append((base, token, uid))
+    auth = {"mode": "password", "username": srv.username, "password_env": PASSWORD_ENV}
+    config = tmp_path / "config.toml"
+    config.write_text(
+        config_text(proxy.url, {uid: embedding(srv.models["embedding"])}, timeout=5, auth=auth)
+    )
+    config.chmod(0o600)
+    daemon = daemons(config, tmp_path / "state", env={PASSWORD_ENV: srv.password})
+    daemon.wait_for(event("model.launch.succeeded", uid=uid), timeout=120)
+    wait_converged(daemon, timeout=30)
+    created = ready(base, token)[uid]
+    logins = len(proxy.requests(r"^POST /token "))
+    assert logins >= 1
+
+    # the token is rejected once, in the middle of an observation: log in again, carry on
+    proxy.set(status(401, "Invalid token"), match=r"^GET /v1/models ", count=1)
+    wait_converged(daemon, timeout=30)
+    wait_converged(daemon, timeout=30)
+    assert proxy.pending() == 0
+    assert len(proxy.requests(r"^POST /token ")) > logins  # it logged in again
+    assert named(daemon, "auth.failed") == []
+
+    # now every authenticated call is refused for a while (a revoked user, a broken IdP)
+    proxy.set(status(401, "Invalid token"), match=r"^GET /v1/models")
+    failed = daemon.wait_for(event("auth.failed"), timeout=30)
+    assert "HTTP 401" in failed["error"]
+    assert srv.password not in str(failed)
+    during = watch(daemon, 6)
+    assert not [e for e in during if e["event"].startswith("model.")]
+    proxy.set(PASS)
+    cleared = time.monotonic()
+    wait_converged(daemon, timeout=30)
+    converge = round(time.monotonic() - cleared, 1)
+    assert ready(base, token)[uid] == created
+    assert terminations(daemon) == []
+    record(
+        "token rejected mid-pass / auth refused",
+        converge_seconds=converge,
+        unintended_terminations=0,
+        auth_failed_events=len(named(daemon, "auth.failed")),
+    )

@@ -1,0 +1,72 @@
+"""A model whose launch always fails on the real server (its name is unknown): the failure is
+reported with its backoff, the backoff doubles and is capped, a spec change retries it at once,
+and the other model in the file is launched and never touched."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.faults.conftest import config_text, embedding, ready, record, terminations
+from tests.harness.daemon_process import DaemonProcess, event, write_atomically
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_launch_that_always_fails_backs_off_capped_and_resets_on_a_spec_change(
+    xinference_server: Any,
+    tmp_path: Path,
+    suffix: str,
+    daemons: Callable[..., DaemonProcess],
+    launched: list[Any],
+) -> None:
+    base, name = xinference_server.base_url, xinference_server.models["embedding"]
+    good, bad = f"f-good-{suffix}", f"f-bad-{suffix}"
+    launched += [(base, None, good), (base, None, bad)]
+    models = {good: embedding(name), bad: embedding(f"no-such-embedding-{suffix}")}
+    config, state = tmp_path / "config.toml", tmp_path / "state"
+    config.write_text(config_text(base, models, timeout=10))
+    daemon = daemons(config, state)
+
+    first = daemon.wait_for(event("model.launch.failed", uid=bad), timeout=60)
+    assert (first["attempts"], first["retry_in_seconds"]) == (1, 15)
+    daemon.wait_for(event("model.launch.succeeded", uid=good), timeout=120)
+    created = ready(base)[good]
+    second = daemon.wait_for(event("model.launch.failed", uid=bad), timeout=60)
+    assert (second["attempts"], second["retry_in_seconds"]) == (2, 30)
+    failure = json.loads((state / "state.json").read_text())["failures"][bad]
+    assert failure["attempts"] == 2
+    assert failure["next_retry_at"] == pytest.approx(time.time() + 30, abs=10)
+
+    # many failures later (written into the state file, which every pass re-reads): capped
+    doc = json.loads((state / "state.json").read_text())
+    doc["failures"][bad].update(attempts=9, next_retry_at=time.time())
+    tmp = state / ".faults.tmp"
+    tmp.write_text(json.dumps(doc))
+    os.replace(tmp, state / "state.json")
+    capped = daemon.wait_for(event("model.launch.failed", uid=bad), timeout=30)
+    assert (capped["attempts"], capped["retry_in_seconds"]) == (10, 600)
+
+    # a spec change resets the backoff: retried at once, counted from 1 again
+    models[bad] = embedding(f"no-such-embedding-{suffix}-v2")
+    edited = time.monotonic()
+    write_atomically(config, config_text(base, models, timeout=10))
+    reset = daemon.wait_for(event("model.launch.failed", uid=bad), timeout=30)
+    assert (reset["attempts"], reset["retry_in_seconds"]) == (1, 15)
+    retried_after = round(time.monotonic() - edited, 1)
+    assert retried_after < 10
+
+    assert ready(base)[good] == created
+    assert terminations(daemon) == []
+    record(
+        "launch always fails",
+        converge_seconds=None,
+        spec_change_retried_after_seconds=retried_after,
+        unintended_terminations=0,
+    )
