@@ -282,3 +282,19 @@ class FakeCluster:
     def kill(self, uid: str) -> None:
         """Out-of-band termination (a colleague's click, a crash)."""
         self.instances.pop(uid, None)
+
+    def start_by_hand(
+        self, uid: str, *, model_name: str = "m", model_type: str = "LLM", engine: str | None = None
+    ) -> None:
+        """Out-of-band launch (a colleague's click): READY at once, on the first worker, no GPU."""
+        self.instances[uid] = FakeInstance(
+            uid=uid,
+            model_name=model_name,
+            model_type=model_type,
+            engine=engine,
+            status="READY",
+            worker=self.workers[0].address,
+            gpu_indexes=(),
+            claims={},
+            body={"model_engine": engine} if engine else {},
+        )

@@ -25,7 +25,6 @@ import pytest
 
 from daemon import app
 from daemon.adapters.systemd import Notifier
-from daemon.core.planning import Launch
 from daemon.core.retry import MAX_DELAY_SECONDS
 from daemon.events import configure
 from daemon.reconciler import Options
@@ -183,22 +182,7 @@ def test_a_backward_jump_does_not_stall_reminders_or_report_negative_durations(
         clock.now += STEP
         rig.run()
     reminders = rig.events("drift.reminder")
-    rig.fake.launch(
-        Launch(
-            uid="a",
-            reason="",
-            spec_hash="",
-            model_name="m",
-            model_type="LLM",
-            worker=None,
-            gpu_indexes=(),
-            n_gpu=None,
-            replica=1,
-            launch_args={"model_engine": "Transformers"},
-            claims={},
-        )
-    )
-    rig.fake.instance_state("a")
+    rig.fake.start_by_hand("a", engine="Transformers")
     clock.now += STEP
     rig.run()
     assert rig.events("drift.resolved")

@@ -181,22 +181,7 @@ def test_drift_is_reported_once_reminded_and_resolved(tmp_path: Path, events: Ev
     now[0] += 600
     daemon.run_pass({"resync"})
     assert len(events.named("drift.reminder")) == 1
-    fake.launch(
-        __import__("daemon.core.planning", fromlist=["Launch"]).Launch(
-            uid="a",
-            reason="",
-            spec_hash="",
-            model_name="m",
-            model_type="LLM",
-            worker=None,
-            gpu_indexes=(),
-            n_gpu=None,
-            replica=1,
-            launch_args={"model_engine": "Transformers"},
-            claims={},
-        )
-    )
-    fake.instance_state("a")
+    fake.start_by_hand("a", engine="Transformers")
     daemon.run_pass({"resync"})
     assert len(events.named("drift.resolved")) == 1
     for event in events.all():

@@ -92,22 +92,7 @@ def test_removed_models_are_terminated_only_if_ours(store: StateStore) -> None:
     cluster = FakeCluster((gpu_worker(W1, 24),), known_models=KNOWN)
     run(config({"a": model(gib=4), "b": model(gib=4)}), cluster, store)
     # a colleague launches "theirs" by hand
-    cluster.launch(
-        Launch(
-            uid="theirs",
-            reason="",
-            spec_hash="",
-            model_name="m",
-            model_type="LLM",
-            worker=None,
-            gpu_indexes=(),
-            n_gpu=None,
-            replica=1,
-            launch_args={},
-            claims={},
-        )
-    )
-    cluster.instance_state("theirs")
+    cluster.start_by_hand("theirs")
     report = run(config({"a": model(gib=4)}), cluster, store)
     assert [r.uid for r in report.results if r.kind == "terminate"] == ["b"]
     assert "theirs" in cluster.instances
