@@ -29,10 +29,6 @@ class Notifier:
         wanted = usec.isdigit() and (not pid or pid == str(os.getpid()))
         self.watchdog_seconds: float | None = int(usec) / 1e6 if wanted else None
 
-    @property
-    def enabled(self) -> bool:
-        return bool(self._address)
-
     def notify(self, *lines: str) -> bool:
         if not self._address:
             return False

@@ -110,7 +110,6 @@ class XinferenceAdapter:
         self._refresh: str | None = None
         self._expires_at: float | None = None
         self._margin = TOKEN_REFRESH_MARGIN_SECONDS
-        self._auth_enabled: bool | None = None
         self.calls = 0  # HTTP requests sent (the benchmark reads it)
 
     # --- plumbing ------------------------------------------------------------------------------
@@ -190,12 +189,6 @@ class XinferenceAdapter:
             raise TemporaryClusterError(f"{method} {path}: answer is not JSON") from exc
 
     # --- auth ----------------------------------------------------------------------------------
-
-    def auth_enabled(self) -> bool:
-        if self._auth_enabled is None:
-            answer = self.request("GET", "/v1/cluster/auth", auth=False)
-            self._auth_enabled = bool(isinstance(answer, dict) and answer.get("auth"))
-        return self._auth_enabled
 
     def _token(self, *, force: bool = False) -> str | None:
         """A bearer token valid for at least the refresh margin, or None when auth is off."""

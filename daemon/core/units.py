@@ -18,11 +18,6 @@ def gib(n_bytes: int | float) -> float:
     return n_bytes / GiB
 
 
-def from_gib(value: float) -> int:
-    """GiB as whole bytes."""
-    return round(value * GiB)
-
-
 def fmt_gib(n_bytes: int | float) -> str:
     """``12.34 GiB``: how every human-facing byte count is printed."""
     return f"{n_bytes / GiB:.2f} GiB"
