@@ -92,7 +92,6 @@ _GGUF_BITS: dict[str, float] = {
     "f16": 16.0,
     "bf16": 16.0,
 }
-QUANTIZED_FORMATS = frozenset({"awq", "gptq", "fp8", "bnb", "int8", "int4"})
 
 
 def known_quantizations() -> tuple[str, ...]:
