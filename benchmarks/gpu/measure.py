@@ -42,6 +42,7 @@ and friends need not be installed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -546,11 +547,11 @@ sys.stdin.readline()  # hold the memory until the parent closes stdin
 """
 
 
-def step_two_processes(run: Run, step: Step) -> None:
-    """5. A child with 6 GiB and this process with 3 GiB: both in NVML, with their contexts."""
-    release_memory(run)
+@contextlib.contextmanager
+def holding_child(run: Run, n_bytes: int) -> Iterator[subprocess.Popen[str]]:
+    """Another process that holds ``n_bytes`` on the GPU until the block ends."""
     child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(CHILD_BYTES), run.device.type],
+        [sys.executable, "-c", CHILD, str(n_bytes), run.device.type],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -559,6 +560,23 @@ def step_two_processes(run: Run, step: Step) -> None:
         assert child.stdout is not None  # Popen(stdout=PIPE)
         if child.stdout.readline().strip() != "ready":
             raise RuntimeError(f"child exited with {child.wait(timeout=30)} before allocating")
+        yield child
+    finally:
+        if child.stdin is not None:
+            child.stdin.close()
+        if child.stdout is not None:
+            child.stdout.close()
+        try:
+            child.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+def step_two_processes(run: Run, step: Step) -> None:
+    """5. A child with 6 GiB and this process with 3 GiB: both in NVML, with their contexts."""
+    release_memory(run)
+    with holding_child(run, CHILD_BYTES) as child:
         block = torch.empty(PARENT_BYTES, dtype=torch.uint8, device=run.device)
         torch.cuda.synchronize()
         time.sleep(0.5)
@@ -592,14 +610,6 @@ def step_two_processes(run: Run, step: Step) -> None:
             )
         step.data["both_listed"] = child.pid in procs and os.getpid() in procs
         del block
-    finally:
-        if child.stdin is not None:
-            child.stdin.close()
-        try:
-            child.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
 
 
 ADMISSION_CHILD_BYTES = 20 * 2**30
@@ -654,16 +664,7 @@ def step_admission(run: Run, step: Step) -> None:
         unit="ratio",
         note=f"needs {need_gib} GiB",
     )
-    child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(ADMISSION_CHILD_BYTES), run.device.type],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert child.stdout is not None
-        if child.stdout.readline().strip() != "ready":
-            raise RuntimeError("child exited before allocating")
+    with holding_child(run, ADMISSION_CHILD_BYTES):
         time.sleep(0.5)
         busy = observed()
         after = plan(cfg, demands, busy)
@@ -681,14 +682,6 @@ def step_admission(run: Run, step: Step) -> None:
             ADMISSION_CHILD_BYTES + CUDA_CONTEXT_BYTES + gpu.used_bytes,
             note="estimate = child's 20 GiB + one CUDA context + idle used",
         )
-    finally:
-        if child.stdin is not None:
-            child.stdin.close()
-        try:
-            child.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
 
 
 def decoder_config(model_type: str, fields: dict[str, Any]) -> Any:
