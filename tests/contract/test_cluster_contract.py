@@ -17,6 +17,7 @@ from daemon.adapters.xinference import XinferenceAdapter
 from daemon.core.planning import Launch
 from daemon.errors import RequestRejected
 from daemon.testing import FakeCluster
+from tests.harness import server as xh
 
 pytestmark = pytest.mark.integration
 
@@ -111,23 +112,7 @@ def test_an_unknown_model_ends_in_error_and_its_uid_can_be_launched_again(target
 
 def test_registration_round_trip(target: Target) -> None:
     name = f"c-reg-{uuid.uuid4().hex[:6]}"
-    spec = {
-        "version": 2,
-        "model_name": name,
-        "dimensions": 384,
-        "max_tokens": 256,
-        "language": ["en"],
-        "model_specs": [
-            {
-                "model_format": "pytorch",
-                "model_hub": "huggingface",
-                "model_id": None,
-                "model_uri": target.embedding_path,
-                "model_revision": None,
-                "quantization": "none",
-            }
-        ],
-    }
+    spec = xh.embedding_registration(target.embedding_path, name=name)
     assert target.port.registration("embedding", name) is None
     target.port.register("embedding", spec, persist=False)
     got = target.port.registration("embedding", name)
