@@ -10,6 +10,18 @@ from daemon.core.observed import ObservedState, Worker
 from daemon.core.planning import Plan, plan
 from daemon.testing import gpu_worker
 
+# A one-model config file for daemon tests: model "a" needs a fixed 4 GiB.
+DAEMON_CONFIG = """
+[policy]
+mode = "enforce"
+gpu_reserve_gib = 0.0
+[models.a]
+model_name = "m"
+model_engine = "Transformers"
+[models.a.memory]
+estimate_gib = 4.0
+"""
+
 TINY_ARCH = {
     "model_type": "llama",
     "num_hidden_layers": 8,
@@ -60,4 +72,4 @@ def plan_for(cfg: Config, observed: ObservedState) -> Plan:
     return plan(cfg, demands(cfg), observed)
 
 
-__all__ = ["cluster", "config", "demands", "gpu_worker", "model", "plan_for"]
+__all__ = ["DAEMON_CONFIG", "cluster", "config", "demands", "gpu_worker", "model", "plan_for"]

@@ -21,18 +21,10 @@ from daemon.core.desired import ClusterConfig
 from daemon.events import configure
 from daemon.settings import Settings
 from daemon.testing import FakeCluster, gpu_worker
+from tests.unit.builders import DAEMON_CONFIG
 
 W1 = "127.0.0.1:30001"
-GOOD = """
-[policy]
-mode = "enforce"
-gpu_reserve_gib = 0.0
-[models.a]
-model_name = "m"
-model_engine = "Transformers"
-[models.a.memory]
-estimate_gib = 4.0
-"""
+GOOD = DAEMON_CONFIG
 
 
 class Events:

@@ -58,7 +58,7 @@ from daemon.events import configure
 from daemon.render import plan_json
 from daemon.settings import Settings
 from daemon.testing import FakeCluster, apply_plan, gpu_worker
-from tests.unit.builders import config, plan_for
+from tests.unit.builders import DAEMON_CONFIG, config, plan_for
 from tests.unit.test_plan_properties import clusters, configs, policies
 
 REPO = Path(__file__).resolve().parents[2]
@@ -440,16 +440,7 @@ def check_config_bytes(data: bytes) -> None:
         )
 
 
-GOOD = """
-[policy]
-mode = "enforce"
-gpu_reserve_gib = 0.0
-[models.a]
-model_name = "m"
-model_engine = "Transformers"
-[models.a.memory]
-estimate_gib = 4.0
-"""
+GOOD = DAEMON_CONFIG
 
 
 def _instances(fake: FakeCluster) -> dict[str, tuple[Any, ...]]:
