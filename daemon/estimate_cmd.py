@@ -19,9 +19,9 @@ from typing import Any, TextIO
 
 from daemon.core import catalogue
 from daemon.core.architecture import Architecture, ArchitectureError, architecture_from_hf_config
+from daemon.core.engines import Engine
 from daemon.core.footprint import (
     VLLM_DEFAULTS,
-    Engine,
     EngineLimits,
     QuantizationError,
     bits_per_weight,

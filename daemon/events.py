@@ -14,12 +14,9 @@ from typing import Any, Literal, TextIO
 
 import structlog
 
-_SECRET_WORDS = ("password", "secret", "token", "api_key", "apikey", "authorization", "credential")
+from daemon.core.naming import is_secret_name as _is_secret
+
 REDACTED = "[redacted]"
-
-
-def _is_secret(key: object) -> bool:
-    return any(word in str(key).lower() for word in _SECRET_WORDS)
 
 
 def _redacted(value: Any) -> Any:

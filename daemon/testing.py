@@ -12,9 +12,15 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
-from daemon.core.observed import GpuSnapshot, LaunchRecord, ObservedState, RunningModel, Worker
+from daemon.core.observed import (
+    GpuRef,
+    GpuSnapshot,
+    LaunchRecord,
+    ObservedState,
+    RunningModel,
+    Worker,
+)
 from daemon.core.planning import Launch, Plan, Terminate
-from daemon.core.units import GpuRef
 
 
 def _held(observed: ObservedState, uid: str) -> dict[GpuRef, int]:

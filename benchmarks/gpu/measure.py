@@ -80,9 +80,9 @@ from daemon.core.architecture import (  # noqa: E402
     architecture_from_hf_config,
     estimate_params,
 )
+from daemon.core.engines import Engine  # noqa: E402
 from daemon.core.footprint import (  # noqa: E402
     CUDA_CONTEXT_BYTES,
-    Engine,
     EngineLimits,
     estimate_footprint,
     kv_layout,

@@ -11,8 +11,7 @@ import contextlib
 from dataclasses import dataclass
 from typing import Any
 
-from daemon.core.observed import GpuSnapshot
-from daemon.core.units import GpuRef
+from daemon.core.observed import GpuRef, GpuSnapshot
 
 # usedGpuMemory when NVML cannot attribute memory to a process (WDDM, some containers and vGPUs).
 _NOT_AVAILABLE = 2**64 - 1

@@ -10,8 +10,15 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints, ValidationError
 
-from daemon.core.observed import GpuSnapshot, LaunchRecord, ObservedState, RunningModel, Worker
-from daemon.core.units import GiB, GpuRef
+from daemon.core.observed import (
+    GpuRef,
+    GpuSnapshot,
+    LaunchRecord,
+    ObservedState,
+    RunningModel,
+    Worker,
+)
+from daemon.core.units import GiB
 from daemon.errors import SnapshotError
 
 Int = Annotated[int, Strict()]

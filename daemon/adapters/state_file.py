@@ -18,9 +18,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from daemon.core.observed import LaunchRecord
+from daemon.core.observed import GpuRef, LaunchRecord
 from daemon.core.retry import FailureRecord
-from daemon.core.units import GpuRef
 from daemon.errors import ReconcilerError
 
 STATE_FORMAT = 1

@@ -27,9 +27,9 @@ from urllib.parse import quote
 import requests
 
 from daemon.adapters.secrets import Credentials
-from daemon.core.observed import GpuSnapshot, RunningModel, Worker
+from daemon.core.naming import size_text
+from daemon.core.observed import GpuRef, GpuSnapshot, RunningModel, Worker
 from daemon.core.planning import Launch
-from daemon.core.units import GpuRef
 from daemon.errors import (
     AuthError,
     ClusterError,
@@ -298,8 +298,7 @@ def launch_body(launch: Launch) -> dict[str, Any]:
     """The JSON body of ``POST /v1/models`` for a planned launch."""
     args = dict(launch.launch_args)
     size = args.pop("model_size_in_billions", None)
-    if isinstance(size, float):  # the REST API wants 7 or "1_5", not 1.5
-        size = int(size) if size.is_integer() else str(size).replace(".", "_")
+    size = size_text(size)  # the REST API wants 7 or "1_5", not 1.5
     body: dict[str, Any] = {
         "model_uid": launch.uid,
         "model_name": launch.model_name,

@@ -15,8 +15,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from daemon.core.demand import Claim, Demand, claim_on, grown_claim
-from daemon.core.observed import Worker
-from daemon.core.units import GpuRef, fmt_gib
+from daemon.core.observed import GpuRef, Worker
+from daemon.core.units import fmt_gib
 
 SEARCH_BUDGET = 20_000  # placements the search may try for one refused model
 SEARCH_MAX_MOVABLE = 10  # models one search may move (beyond this, search worker by worker)

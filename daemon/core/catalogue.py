@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from daemon.core.catalogue_data import CATALOGUE
+from daemon.core.naming import size_value
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -22,17 +23,6 @@ class CatalogueEntry:
     aliases: tuple[str, ...] = ()
 
 
-def _size(value: object) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, int | float):
-        return float(value)
-    try:
-        return float(str(value).replace("_", "."))
-    except ValueError:
-        return None
-
-
 def _entries() -> tuple[CatalogueEntry, ...]:
     out = []
     for raw in CATALOGUE:
@@ -41,7 +31,7 @@ def _entries() -> tuple[CatalogueEntry, ...]:
         out.append(
             CatalogueEntry(
                 name=str(raw["xinference_name"]),
-                size_in_billions=_size(raw.get("size_in_billions")),
+                size_in_billions=size_value(raw.get("size_in_billions")),
                 hf_repo=str(raw.get("hf_repo", "")),
                 model_type=str(raw.get("model_type", "LLM")),
                 params=round(float(params) * 1e9) if isinstance(params, int | float) else None,
@@ -61,7 +51,7 @@ def find(name: str, size_in_billions: object = None) -> CatalogueEntry | None:
     With no size, a name that has exactly one size variant still matches.
     """
     wanted = name.lower()
-    size = _size(size_in_billions)
+    size = size_value(size_in_billions)
     matches = [
         e
         for e in ENTRIES

@@ -9,12 +9,7 @@ import json
 from typing import Any
 
 from daemon.core.desired import ModelSpec
-
-
-def _size_text(value: float | str | None) -> str | int | None:
-    if isinstance(value, float):
-        return int(value) if value.is_integer() else str(value).replace(".", "_")
-    return value
+from daemon.core.naming import size_text
 
 
 def registration_json(spec: ModelSpec) -> dict[str, Any]:
@@ -30,7 +25,7 @@ def registration_json(spec: ModelSpec) -> dict[str, Any]:
     }
     base: dict[str, Any] = {"version": 2, "model_name": spec.model_name}
     if spec.model_type == "LLM":
-        files["model_size_in_billions"] = _size_text(spec.model_size_in_billions)
+        files["model_size_in_billions"] = size_text(spec.model_size_in_billions)
         base |= {
             "model_lang": ["en"],
             "model_ability": ["chat"],

@@ -15,8 +15,8 @@ from typing import Any
 from daemon.core import catalogue
 from daemon.core.architecture import Architecture, ArchitectureError, architecture_from_hf_config
 from daemon.core.desired import ModelSpec
+from daemon.core.engines import FRACTION_ENGINES
 from daemon.core.footprint import (
-    FRACTION_ENGINES,
     VLLM_DEFAULTS,
     EngineLimits,
     Footprint,

@@ -13,8 +13,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
 
-from daemon.core.footprint import Engine, known_quantizations
-from daemon.core.units import uid_problem
+from daemon.core.engines import ENGINE_SPELLING, ENGINES_BY_TYPE, FRACTION_ENGINES, Engine
+from daemon.core.footprint import known_quantizations
+from daemon.core.naming import is_secret_name, uid_problem
 
 Int = Annotated[int, Strict()]
 Bool = Annotated[bool, Strict()]
@@ -24,17 +25,6 @@ Scalar = Str | Int | Float | Bool
 EngineArg = Scalar | list[Scalar] | dict[str, Any]
 
 ModelType = Literal["LLM", "embedding", "rerank", "image", "audio", "video", "flexible"]
-ENGINES_BY_TYPE: dict[str, frozenset[str]] = {
-    "LLM": frozenset(
-        {Engine.VLLM, Engine.SGLANG, Engine.TRANSFORMERS, Engine.LLAMA_CPP, Engine.MLX}
-    ),
-    "embedding": frozenset(
-        {Engine.SENTENCE_TRANSFORMERS, Engine.FLAG, Engine.VLLM, Engine.LLAMA_CPP}
-    ),
-    "rerank": frozenset({Engine.SENTENCE_TRANSFORMERS, Engine.VLLM}),
-}
-_ENGINE_SPELLING = {e.value.lower(): e.value for e in Engine}
-GPU_ONLY_ENGINES = frozenset({Engine.VLLM, Engine.SGLANG})
 # Launch settings that the reconciler computes or sets itself; writing them in engine_args would
 # silently fight the memory policy, so they are refused there with a pointer to the right key.
 _RESERVED_ENGINE_ARGS = {
@@ -46,7 +36,6 @@ _RESERVED_ENGINE_ARGS = {
     "max_num_batched_tokens": "memory.max_num_batched_tokens",
     "enforce_eager": "memory.enforce_eager",
 }
-_SECRET_KEYS = ("password", "api_key", "token", "secret")
 MAX_GPU_GIB = 4096.0  # no GPU holds more; larger numbers are typos (and would overflow)
 
 
@@ -90,7 +79,7 @@ class AuthConfig(_Frozen):
     def _no_inline_secrets(cls, data: Any) -> Any:
         if isinstance(data, dict):
             for key in data:
-                if key in _SECRET_KEYS:
+                if is_secret_name(key) and key not in cls.model_fields:
                     raise FieldError(
                         key,
                         f"secrets must not be written in the config (it is kept in version "
@@ -333,9 +322,9 @@ class ModelSpec(_Frozen):
     def _canonical_engine(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        canonical = _ENGINE_SPELLING.get(value.lower().replace("-", "_"))
+        canonical = ENGINE_SPELLING.get(value.lower().replace("-", "_"))
         if canonical is None:
-            known = ", ".join(sorted(_ENGINE_SPELLING.values()))
+            known = ", ".join(sorted(ENGINE_SPELLING.values()))
             raise ValueError(f"unknown engine {value!r}; expected one of: {known}")
         return canonical
 
@@ -452,7 +441,7 @@ def _placement_problems(spec: ModelSpec) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     place = spec.placement
     if place.device == "cpu":
-        if spec.model_engine in GPU_ONLY_ENGINES:
+        if spec.model_engine in FRACTION_ENGINES:
             out.append(("placement.device", f"engine {spec.model_engine} needs a GPU"))
         if place.gpu_indexes is not None:
             out.append(("placement.gpu_indexes", "a CPU model takes no GPU indexes"))
@@ -481,7 +470,7 @@ def _placement_problems(spec: ModelSpec) -> list[tuple[str, str]]:
 def _memory_problems(spec: ModelSpec) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     mem = spec.memory
-    fraction_engine = spec.model_engine in GPU_ONLY_ENGINES
+    fraction_engine = spec.model_engine in FRACTION_ENGINES
     if not fraction_engine and isinstance(mem.gpu_memory_utilization, float):
         out.append(
             (

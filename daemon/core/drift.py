@@ -10,7 +10,15 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from daemon.core.desired import ModelSpec
-from daemon.core.observed import ERROR, IN_PROGRESS, TERMINATING, ObservedState, RunningModel
+from daemon.core.naming import sizes_equal
+from daemon.core.observed import (
+    ERROR,
+    IN_PROGRESS,
+    TERMINATING,
+    ObservedState,
+    RunningModel,
+    worker_matches,
+)
 
 
 class State(StrEnum):
@@ -44,15 +52,6 @@ def _same_text(a: str | None, b: str | None) -> bool:
     return (a or "").lower() == (b or "").lower()
 
 
-def _size_equal(wanted: float | str, running: str | None) -> bool:
-    try:
-        return (
-            abs(float(str(wanted).replace("_", ".")) - float(str(running).replace("_", "."))) < 1e-6
-        )
-    except ValueError:
-        return str(wanted) == str(running)
-
-
 def differences(spec: ModelSpec, running: RunningModel) -> list[str]:
     """Fields the server shows that differ from the spec ("field: running X, wanted Y")."""
     out = []
@@ -81,7 +80,7 @@ def differences(spec: ModelSpec, running: RunningModel) -> list[str]:
     if (
         spec.model_size_in_billions is not None
         and running.model_size_in_billions is not None
-        and (not _size_equal(spec.model_size_in_billions, running.model_size_in_billions))
+        and not sizes_equal(spec.model_size_in_billions, running.model_size_in_billions)
     ):
         differ(
             "model_size_in_billions", running.model_size_in_billions, spec.model_size_in_billions
@@ -95,10 +94,8 @@ def differences(spec: ModelSpec, running: RunningModel) -> list[str]:
     if spec.replicas != running.replicas:
         differ("replicas", running.replicas, spec.replicas)
     place = spec.placement
-    if place.worker and running.worker:
-        host = running.worker.rsplit(":", 1)[0]
-        if place.worker not in (running.worker, host):
-            differ("placement.worker", running.worker, place.worker)
+    if place.worker and running.worker and not worker_matches(running.worker, place.worker):
+        differ("placement.worker", running.worker, place.worker)
     if (
         place.gpu_indexes is not None
         and running.gpu_indexes

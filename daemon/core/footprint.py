@@ -10,26 +10,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from enum import StrEnum
 
 from daemon.core.architecture import Architecture, embedding_params, estimate_params
+from daemon.core.engines import FRACTION_ENGINES
 from daemon.core.units import GiB, MiB
-
-
-class Engine(StrEnum):
-    """Xinference engine names (``model_engine``), as the server spells them."""
-
-    VLLM = "vLLM"
-    SGLANG = "SGLang"
-    TRANSFORMERS = "Transformers"
-    LLAMA_CPP = "llama.cpp"
-    MLX = "MLX"
-    SENTENCE_TRANSFORMERS = "sentence_transformers"
-    FLAG = "flag"
-
-
-# Engines that pre-allocate a fraction of the whole GPU and then fill it with KV cache.
-FRACTION_ENGINES = frozenset({Engine.VLLM, Engine.SGLANG})
 
 BLOCK_SIZE = 16  # vLLM's paged-attention block, tokens
 # Each CUDA process before it allocates anything: 610 MiB measured on an H200 (driver 580), 676 MiB

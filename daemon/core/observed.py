@@ -10,12 +10,28 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from daemon.core.units import GpuRef
+
+@dataclass(frozen=True, order=True, kw_only=True)
+class GpuRef:
+    """One GPU: the worker that owns it and its index on that worker."""
+
+    worker: str
+    index: int
+
+    def __str__(self) -> str:
+        return f"{self.worker}/gpu{self.index}"
+
 
 READY = "READY"
 ERROR = "ERROR"
 IN_PROGRESS = frozenset({"CREATING", "LOADING", "UPDATING", "PENDING"})
 TERMINATING = "TERMINATING"
+
+
+def worker_matches(address: str, wanted: str) -> bool:
+    """A config may name a worker by full address (``ip:port``) or by IP/host alone."""
+    host = address.rsplit(":", 1)[0] if ":" in address else address
+    return wanted in (address, host)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,8 +60,7 @@ class Worker:
         return self.address.rsplit(":", 1)[0] if ":" in self.address else self.address
 
     def matches(self, wanted: str) -> bool:
-        """A config may name a worker by full address or by IP/host alone."""
-        return wanted in (self.address, self.host)
+        return worker_matches(self.address, wanted)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -23,9 +23,9 @@ from daemon.core.admission import (
 from daemon.core.demand import Claim, Demand, claim_on
 from daemon.core.desired import Config
 from daemon.core.drift import ModelStatus, State, detect_drift
-from daemon.core.footprint import FRACTION_ENGINES
-from daemon.core.observed import GpuSnapshot, ObservedState, RunningModel
-from daemon.core.units import GiB, GpuRef
+from daemon.core.engines import FRACTION_ENGINES
+from daemon.core.observed import GpuRef, GpuSnapshot, ObservedState, RunningModel
+from daemon.core.units import GiB
 
 
 @dataclass(frozen=True, kw_only=True)

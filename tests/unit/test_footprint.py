@@ -9,9 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from daemon.core.architecture import architecture_from_hf_config
+from daemon.core.engines import Engine
 from daemon.core.footprint import (
     BLOCK_SIZE,
-    Engine,
     EngineLimits,
     QuantizationError,
     bits_per_weight,

@@ -845,8 +845,7 @@ def test_a_replacement_is_never_launched_without_terminating_the_old_instance() 
     400 "Model is already in the model list" (or, were it accepted, both would hold memory)."""
     from types import MappingProxyType
 
-    from daemon.core.observed import GpuSnapshot, LaunchRecord, RunningModel, Worker
-    from daemon.core.units import GpuRef
+    from daemon.core.observed import GpuRef, GpuSnapshot, LaunchRecord, RunningModel, Worker
 
     def ref(i: int) -> GpuRef:
         return GpuRef(worker=W1, index=i)

@@ -18,8 +18,8 @@ import pytest
 
 from daemon.adapters import nvml
 from daemon.adapters.nvml import NvmlGpu, NvmlProcess, NvmlReport, gpu_snapshots, probe
-from daemon.core.observed import GpuSnapshot
-from daemon.core.units import GiB, GpuRef, MiB
+from daemon.core.observed import GpuRef, GpuSnapshot
+from daemon.core.units import GiB, MiB
 
 NOT_AVAILABLE = 2**64 - 1
 

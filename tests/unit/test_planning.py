@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-from daemon.core.observed import LaunchRecord, RunningModel
+from daemon.core.observed import GpuRef, LaunchRecord, RunningModel
 from daemon.core.planning import Launch, Terminate
-from daemon.core.units import GiB, GpuRef
+from daemon.core.units import GiB
 from daemon.testing import apply_plan
 from tests.unit.builders import cluster, config, gpu_worker, model, plan_for
 

@@ -9,8 +9,8 @@ import pytest
 
 from daemon.adapters.state_file import StateStore
 from daemon.core.desired import Config
+from daemon.core.observed import GpuRef
 from daemon.core.planning import Launch
-from daemon.core.units import GpuRef
 from daemon.errors import ServerUnavailable
 from daemon.reconciler import Options, PassReport, _chains, reconcile_once
 from daemon.testing import FakeCluster, gpu_worker
