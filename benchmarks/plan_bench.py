@@ -23,8 +23,8 @@ from typing import Any
 from daemon.core.demand import resolve_model
 from daemon.core.desired import Config
 from daemon.core.observed import ObservedState
-from daemon.core.planning import plan
-from daemon.testing import gpu_worker
+from daemon.core.planning import Launch, plan
+from daemon.testing.builders import gpu_worker
 
 LLM_ARCH = {
     "model_type": "llama",
@@ -119,7 +119,7 @@ def part1(runs: int) -> dict[str, float]:
         "min_ms": min(times) * 1000,
         "max_ms": max(times) * 1000,
         "peak_mib": peak / 2**20,
-        "launches": sum(a.kind == "launch" for a in result.actions),
+        "launches": sum(isinstance(a, Launch) for a in result.actions),
         "refused": len(result.refused),
     }
 

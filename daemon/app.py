@@ -34,12 +34,11 @@ from daemon.core.notices import DRIFT_EVENTS, REFUSAL_EVENTS, Open, track
 from daemon.core.planning import Plan
 from daemon.errors import AuthError, ClusterError, ConfigError, ConfigSyntaxError, SecretError
 from daemon.events import EventLogger
-from daemon.reconciler import ClusterPort, Options, PassReport, reconcile_once
+from daemon.exit_codes import Exit
+from daemon.ports import ClusterPort
+from daemon.reconciler import Options, PassReport, reconcile_once
 from daemon.settings import Settings
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_CONFIG = 78
 SHUTDOWN_GRACE_SECONDS = 10.0
 
 
@@ -367,7 +366,7 @@ class Daemon:
             lock.acquire()
         except (LockHeldError, OSError) as exc:
             self.events("daemon.start_failed", error=str(exc))
-            return EXIT_FAILURE
+            return Exit.ERROR
         try:
             return self._run_locked()
         finally:
@@ -383,7 +382,7 @@ class Daemon:
                 problems=[str(p) for p in exc.problems],
                 keeping=None,
             )
-            return EXIT_CONFIG
+            return Exit.CONFIG
         self.events(
             "config.loaded",
             path=str(self.config_path),
@@ -452,7 +451,7 @@ class Daemon:
         clean = not worker.is_alive()
         self.events("daemon.stopped", clean=clean)
         # A loop that ended without being asked to is a failure systemd should restart.
-        return EXIT_OK if clean and self._stop else EXIT_FAILURE
+        return Exit.OK if clean and self._stop else Exit.ERROR
 
     def _secret_warnings(self) -> tuple[str, ...]:
         assert self.good is not None

@@ -8,6 +8,7 @@
     │   └── ConfigValidationError   TOML that breaks the schema or a cross-field rule
     ├── SnapshotError               an observed-state snapshot file that cannot be read
     ├── SecretError                 a secret named by the config could not be read (never shows it)
+    ├── StateError                  the ownership state file could not be written
     └── ClusterError                talking to Xinference failed
         ├── TemporaryClusterError   worth retrying: down, slow, 5xx, connection reset
         │   └── ServerUnavailable
@@ -63,6 +64,10 @@ class SnapshotError(ReconcilerError):
 
 class SecretError(ReconcilerError):
     """A secret named by the config could not be read. The message names the source, never the value."""
+
+
+class StateError(ReconcilerError):
+    """The state file could not be written (the pass's actions stand; ownership may be stale)."""
 
 
 class ClusterError(ReconcilerError):

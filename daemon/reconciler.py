@@ -15,48 +15,23 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from daemon.adapters.state_file import OwnershipState, StateError, StateStore
 from daemon.core.custom import registration_digest, registration_json
 from daemon.core.demand import Demand
 from daemon.core.desired import Config
 from daemon.core.drift import State
-from daemon.core.observed import LaunchRecord, ObservedState, RunningModel, Worker
+from daemon.core.observed import ObservedState
+from daemon.core.ownership import LaunchRecord, OwnershipState
 from daemon.core.planning import Launch, Plan, Terminate, plan
 from daemon.core.retry import backing_off, record_failure
-from daemon.errors import ClusterError, PermanentClusterError, ReconcilerError
+from daemon.errors import ClusterError, PermanentClusterError, ReconcilerError, StateError
+from daemon.ports import ClusterPort, EventSink, StateStorePort
 
 MAX_PARALLEL_LAUNCHES = 8
 VANISHED_AFTER_POLLS = (
     5  # the server answers "unknown uid" this many polls in a row: the launch is gone
 )
-
-
-class InstanceStateLike(Protocol):
-    @property
-    def status(self) -> str: ...
-    @property
-    def error_message(self) -> str | None: ...
-
-
-class ClusterPort(Protocol):
-    """What a pass needs from Xinference. The real adapter and the in-memory fake both provide it
-    (tests/contract runs one suite against both)."""
-
-    def observe(self) -> tuple[tuple[Worker, ...], tuple[RunningModel, ...]]: ...
-    def launch(self, launch: Launch) -> None: ...
-    def instance_state(self, uid: str) -> InstanceStateLike | None: ...
-    def terminate(self, uid: str) -> bool: ...
-    def registration(self, model_type: str, name: str) -> dict[str, Any] | None: ...
-    def register(
-        self, model_type: str, spec: Mapping[str, Any], *, persist: bool = True
-    ) -> None: ...
-    def unregister(self, model_type: str, name: str) -> None: ...
-
-
-class EventSink(Protocol):
-    def __call__(self, event: str, **fields: Any) -> None: ...
 
 
 def _no_events(event: str, **fields: Any) -> None:
@@ -129,7 +104,7 @@ def observe(
 class _Ledger:
     """The ownership state shared by the launch threads of one pass; every change is saved."""
 
-    def __init__(self, store: StateStore, state: OwnershipState, events: EventSink) -> None:
+    def __init__(self, store: StateStorePort, state: OwnershipState, events: EventSink) -> None:
         self._store, self.state, self._events = store, state, events
         self._lock = threading.Lock()
         self.warnings: list[str] = []
@@ -349,7 +324,7 @@ def reconcile_once(
     config: Config,
     demands: Mapping[str, Demand],
     cluster: ClusterPort,
-    store: StateStore,
+    store: StateStorePort,
     opts: Options,
 ) -> PassReport:
     """Observe, plan and (with ``opts.act`` in enforce mode) act. Raises ClusterError when the cluster

@@ -10,14 +10,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints, ValidationError
 
-from daemon.core.observed import (
-    GpuRef,
-    GpuSnapshot,
-    LaunchRecord,
-    ObservedState,
-    RunningModel,
-    Worker,
-)
+from daemon.core.observed import GpuRef, GpuSnapshot, ObservedState, RunningModel, Worker
+from daemon.core.ownership import LaunchRecord
 from daemon.core.units import GiB
 from daemon.errors import SnapshotError
 

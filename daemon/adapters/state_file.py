@@ -12,49 +12,17 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from daemon.core.observed import GpuRef, LaunchRecord
+from daemon.core.observed import GpuRef
+from daemon.core.ownership import LaunchRecord, OwnershipState
 from daemon.core.retry import FailureRecord
-from daemon.errors import ReconcilerError
+from daemon.errors import StateError
 
 STATE_FORMAT = 1
 FILE_NAME = "state.json"
-
-
-class StateError(ReconcilerError):
-    """The state file could not be written (the pass's actions stand; ownership may be stale)."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class OwnershipState:
-    records: Mapping[str, LaunchRecord] = field(default_factory=lambda: MappingProxyType({}))
-    failures: Mapping[str, FailureRecord] = field(default_factory=lambda: MappingProxyType({}))
-    registrations: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
-    problem: str | None = None  # why the file on disk could not be used, when it could not
-
-    def with_record(self, record: LaunchRecord) -> OwnershipState:
-        return replace(self, records=MappingProxyType({**self.records, record.uid: record}))
-
-    def without_record(self, uid: str) -> OwnershipState:
-        return replace(
-            self, records=MappingProxyType({k: v for k, v in self.records.items() if k != uid})
-        )
-
-    def with_failure(self, failure: FailureRecord) -> OwnershipState:
-        return replace(self, failures=MappingProxyType({**self.failures, failure.uid: failure}))
-
-    def without_failure(self, uid: str) -> OwnershipState:
-        return replace(
-            self, failures=MappingProxyType({k: v for k, v in self.failures.items() if k != uid})
-        )
-
-    def with_registration(self, name: str, digest: str) -> OwnershipState:
-        return replace(self, registrations=MappingProxyType({**self.registrations, name: digest}))
 
 
 def _ref_key(ref: GpuRef) -> str:

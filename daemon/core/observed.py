@@ -9,6 +9,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # ownership.py imports GpuRef from here
+    from daemon.core.ownership import LaunchRecord
 
 
 @dataclass(frozen=True, order=True, kw_only=True)
@@ -87,16 +91,6 @@ class RunningModel:
         if self.worker is None:
             return ()
         return tuple(GpuRef(worker=self.worker, index=i) for i in self.gpu_indexes)
-
-
-@dataclass(frozen=True, kw_only=True)
-class LaunchRecord:
-    """What this tool launched (from its state file): proof of ownership and the launched spec."""
-
-    uid: str
-    spec_hash: str
-    config_revision: str = ""
-    claims: Mapping[GpuRef, int] = field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
@@ -20,10 +20,11 @@ from daemon.core.admission import (
     admit,
     precedence,
 )
-from daemon.core.demand import Claim, Demand, claim_on
+from daemon.core.demand import Demand, claim_on
 from daemon.core.desired import Config
 from daemon.core.drift import ModelStatus, State, detect_drift
 from daemon.core.engines import FRACTION_ENGINES
+from daemon.core.fit import GpuBudget, gpu_budgets
 from daemon.core.observed import GpuRef, GpuSnapshot, ObservedState, RunningModel
 from daemon.core.units import GiB
 
@@ -33,7 +34,6 @@ class Terminate:
     uid: str
     reason: str
     managed: bool
-    kind: str = "terminate"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,36 +50,9 @@ class Launch:
     launch_args: Mapping[str, Any]  # everything else Xinference's launch takes (engine kwargs too)
     claims: Mapping[GpuRef, int]
     replaces: bool = False
-    kind: str = "launch"
 
 
 Action = Terminate | Launch
-
-
-@dataclass(frozen=True, kw_only=True)
-class Segment:
-    """Part of one GPU's memory in the plan, for ``fit``."""
-
-    uid: str
-    weights: int
-    kv: int
-    overhead: int
-    state: str  # running | planned
-
-
-@dataclass(frozen=True, kw_only=True)
-class GpuBudget:
-    ref: GpuRef
-    name: str
-    total: int
-    reserve: int  # total minus the plan limit (reserve + the part above max_fraction)
-    external: int
-    segments: tuple[Segment, ...]
-
-    @property
-    def free(self) -> int:
-        used = sum(s.weights + s.kv + s.overhead for s in self.segments)
-        return self.total - self.reserve - self.external - used
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -240,16 +213,6 @@ def _launch(demand: Demand, placement: Placement, *, reason: str, replaces: bool
     )
 
 
-def _segments(claim: Claim, uid: str, state: str) -> Segment:
-    fp = claim.footprint
-    if fp is None:
-        return Segment(uid=uid, weights=0, kv=0, overhead=claim.bytes, state=state)
-    kv = max(0, claim.bytes - fp.weights_bytes - fp.overhead_bytes)
-    return Segment(
-        uid=uid, weights=fp.weights_bytes, kv=kv, overhead=fp.overhead_bytes, state=state
-    )
-
-
 def _wanted(
     statuses: tuple[ModelStatus, ...],
     demands: Mapping[str, Demand],
@@ -328,7 +291,7 @@ def plan(
     ]
     ordered: list[Action] = [*sorted(terminations, key=lambda t: t.uid), *replace_terms, *launches]
     cap = config.policy.max_actions_per_pass
-    budgets = _budgets(
+    budgets = gpu_budgets(
         observed=observed,
         demands=estimable,
         held=held,
@@ -346,49 +309,3 @@ def plan(
         notes=tuple(notes),
         placements=MappingProxyType(placements),
     )
-
-
-def _budgets(
-    *,
-    observed: ObservedState,
-    demands: Mapping[str, Demand],
-    held: Mapping[GpuRef, Mapping[str, int]],
-    caps: list[GpuCapacity],
-    placements: Mapping[str, Placement],
-    leaving: frozenset[str],
-) -> tuple[GpuBudget, ...]:
-    names = {g.ref: g.name for g in observed.gpus}
-    planned: dict[GpuRef, list[Segment]] = {}
-    for p in sorted(placements.values(), key=lambda p: p.uid):
-        for ref, claim in zip(p.gpus, p.claims, strict=True):
-            planned.setdefault(ref, []).append(_segments(claim, p.uid, "planned"))
-    out = []
-    for cap in caps:
-        segments: list[Segment] = []
-        for uid, held_bytes in sorted(held[cap.ref].items()):
-            if uid in leaving:
-                continue
-            demand = demands.get(uid)
-            estimate = claim_on(demand, cap.total) if demand else None
-            fp = estimate.footprint if estimate else None
-            if estimate is not None and (
-                fp is None or held_bytes >= fp.weights_bytes + fp.overhead_bytes
-            ):
-                # split what it holds as its estimate would; KV cache takes what is left
-                segments.append(_segments(replace(estimate, bytes=held_bytes), uid, "running"))
-            else:
-                segments.append(
-                    Segment(uid=uid, weights=0, kv=0, overhead=held_bytes, state="running")
-                )
-        segments.extend(planned.get(cap.ref, ()))
-        out.append(
-            GpuBudget(
-                ref=cap.ref,
-                name=names.get(cap.ref, ""),
-                total=cap.total,
-                reserve=cap.total - cap.limit,
-                external=cap.external,
-                segments=tuple(segments),
-            )
-        )
-    return tuple(out)

@@ -16,7 +16,7 @@ from daemon.adapters.secrets import Credentials
 from daemon.adapters.xinference import XinferenceAdapter
 from daemon.core.planning import Launch
 from daemon.errors import RequestRejected
-from daemon.testing import FakeCluster
+from daemon.testing.fake_cluster import FakeCluster
 from tests.harness import server as xh
 
 pytestmark = pytest.mark.integration

@@ -14,10 +14,8 @@ test). What "sanely" means, and what these tests assert:
 
 from __future__ import annotations
 
-import functools
 import io
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +25,9 @@ from daemon import app
 from daemon.adapters.systemd import Notifier
 from daemon.core.retry import MAX_DELAY_SECONDS
 from daemon.events import configure
-from daemon.reconciler import Options
 from daemon.settings import Settings
-from daemon.testing import FakeCluster, gpu_worker
+from daemon.testing.builders import gpu_worker
+from daemon.testing.fake_cluster import FakeCluster
 
 W1 = "127.0.0.1:30001"
 HOUR = 3600.0
@@ -91,17 +89,6 @@ class Rig:
         return json.loads((self.state / "state.json").read_text())["failures"]["a"]
 
 
-@pytest.fixture
-def use_daemon_clock(monkeypatch: pytest.MonkeyPatch) -> Callable[[Clock], None]:
-    """Pass the daemon's clock to its passes (what app.Daemon.run_pass should do itself), so the
-    jump tests examine the backoff and notice logic, not the clock plumbing."""
-
-    def patch(clock: Clock) -> None:
-        monkeypatch.setattr(app, "Options", functools.partial(Options, clock=clock))
-
-    return patch
-
-
 def assert_no_negative_durations(rig: Rig) -> None:
     for e in rig.events():
         for key in ("since_seconds", "lasted_seconds", "retry_in_seconds", "seconds"):
@@ -120,9 +107,8 @@ def test_the_daemons_clock_is_the_one_its_passes_use(tmp_path: Path) -> None:
     )
 
 
-def test_a_forward_jump_of_hours(tmp_path: Path, use_daemon_clock: Callable[[Clock], None]) -> None:
+def test_a_forward_jump_of_hours(tmp_path: Path) -> None:
     clock = Clock()
-    use_daemon_clock(clock)
     rig = Rig(tmp_path, clock)
     rig.fake.fail["a"] = "boom"
     rig.run()
@@ -149,11 +135,8 @@ def test_a_forward_jump_of_hours(tmp_path: Path, use_daemon_clock: Callable[[Clo
     assert_no_negative_durations(rig)
 
 
-def test_a_backward_jump_does_not_stall_the_backoff(
-    tmp_path: Path, use_daemon_clock: Callable[[Clock], None]
-) -> None:
+def test_a_backward_jump_does_not_stall_the_backoff(tmp_path: Path) -> None:
     clock = Clock()
-    use_daemon_clock(clock)
     rig = Rig(tmp_path, clock)
     rig.fake.fail["a"] = "boom"
     rig.run()

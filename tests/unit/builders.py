@@ -8,7 +8,7 @@ from daemon.core.demand import Demand, resolve_model
 from daemon.core.desired import Config
 from daemon.core.observed import ObservedState, Worker
 from daemon.core.planning import Plan, plan
-from daemon.testing import gpu_worker
+from daemon.testing.builders import gpu_worker
 
 # A one-model config file for daemon tests: model "a" needs a fixed 4 GiB.
 DAEMON_CONFIG = """

@@ -16,11 +16,13 @@ from typing import Any
 import pytest
 
 from daemon.adapters.systemd import InstanceLock, Notifier
-from daemon.app import EXIT_CONFIG, EXIT_FAILURE, Daemon
+from daemon.app import Daemon
 from daemon.core.desired import ClusterConfig
 from daemon.events import configure
+from daemon.exit_codes import Exit
 from daemon.settings import Settings
-from daemon.testing import FakeCluster, gpu_worker
+from daemon.testing.builders import gpu_worker
+from daemon.testing.fake_cluster import FakeCluster
 from tests.unit.builders import DAEMON_CONFIG
 
 W1 = "127.0.0.1:30001"
@@ -87,7 +89,7 @@ def test_an_invalid_first_config_exits_78_so_systemd_does_not_restart_loop(
     tmp_path: Path, events: Events
 ) -> None:
     daemon, _, _ = make(tmp_path, "[policy]\nmode = 'maybe'\n")
-    assert daemon.run() == EXIT_CONFIG
+    assert daemon.run() == Exit.CONFIG
     (invalid,) = events.named("config.invalid")
     assert any("policy.mode" in p for p in invalid["problems"])
 
@@ -99,7 +101,7 @@ def test_a_second_daemon_on_the_same_state_dir_refuses_to_start(
     lock.acquire()
     try:
         daemon, _, _ = make(tmp_path)
-        assert daemon.run() == EXIT_FAILURE
+        assert daemon.run() == Exit.ERROR
         assert "holds" in events.named("daemon.start_failed")[0]["error"]
     finally:
         lock.release()

@@ -39,6 +39,7 @@ from daemon.adapters.snapshot_file import observed_from_document
 from daemon.adapters.systemd import Notifier
 from daemon.app import Daemon
 from daemon.cli import main
+from daemon.cli.render import plan_json
 from daemon.core.desired import (
     ArchitectureSpec,
     AuthConfig,
@@ -55,9 +56,10 @@ from daemon.core.planning import Launch, Plan
 from daemon.core.units import GiB
 from daemon.errors import ConfigError, SnapshotError
 from daemon.events import configure
-from daemon.render import plan_json
 from daemon.settings import Settings
-from daemon.testing import FakeCluster, apply_plan, gpu_worker
+from daemon.testing.builders import gpu_worker
+from daemon.testing.fake_cluster import FakeCluster
+from daemon.testing.simulator import apply_plan
 from tests.unit.builders import DAEMON_CONFIG, config, plan_for
 from tests.unit.test_plan_properties import clusters, configs, policies
 
@@ -845,7 +847,8 @@ def test_a_replacement_is_never_launched_without_terminating_the_old_instance() 
     400 "Model is already in the model list" (or, were it accepted, both would hold memory)."""
     from types import MappingProxyType
 
-    from daemon.core.observed import GpuRef, GpuSnapshot, LaunchRecord, RunningModel, Worker
+    from daemon.core.observed import GpuRef, GpuSnapshot, RunningModel, Worker
+    from daemon.core.ownership import LaunchRecord
 
     def ref(i: int) -> GpuRef:
         return GpuRef(worker=W1, index=i)

@@ -10,12 +10,13 @@ from typing import Any
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from daemon.cli.render import plan_json
 from daemon.core.admission import precedence
 from daemon.core.observed import ObservedState, Worker
 from daemon.core.planning import Launch, Plan
 from daemon.core.units import GiB
-from daemon.render import plan_json
-from daemon.testing import apply_plan, gpu_worker
+from daemon.testing.builders import gpu_worker
+from daemon.testing.simulator import apply_plan
 from tests.unit.builders import config, demands, plan_for
 
 WORKERS = ("127.0.0.1:30001", "127.0.0.1:30002", "127.0.0.1:30003")

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-from daemon.core.observed import GpuRef, LaunchRecord, RunningModel
+from daemon.core.observed import GpuRef, RunningModel
+from daemon.core.ownership import LaunchRecord
 from daemon.core.planning import Launch, Terminate
 from daemon.core.units import GiB
-from daemon.testing import apply_plan
+from daemon.testing.simulator import apply_plan
 from tests.unit.builders import cluster, config, gpu_worker, model, plan_for
 
 W1 = "127.0.0.1:30001"
@@ -131,8 +132,8 @@ def test_changed_spec_is_replaced_terminate_first() -> None:
         ),
     )
     p = plan_for(cfg, observed)
-    kinds = [(a.kind, a.uid) for a in p.actions]
-    assert kinds == [("terminate", "a"), ("launch", "a")]
+    kinds = [(type(a).__name__, a.uid) for a in p.actions]
+    assert kinds == [("Terminate", "a"), ("Launch", "a")]
     assert launches(p)["a"].replaces
     assert any("model_name" in r for s in p.statuses for r in s.reasons)
 
@@ -188,7 +189,7 @@ def test_action_cap_defers_the_rest_terminations_first() -> None:
         managed=MappingProxyType({"old": LaunchRecord(uid="old", spec_hash="x")}),
     )
     p = plan_for(config(models, max_actions_per_pass=2), observed)
-    assert [a.kind for a in p.actions] == ["terminate", "launch"]
+    assert [type(a).__name__ for a in p.actions] == ["Terminate", "Launch"]
     assert len(p.deferred) == 4
 
 

@@ -13,7 +13,8 @@ from daemon.core.observed import GpuRef
 from daemon.core.planning import Launch
 from daemon.errors import ServerUnavailable
 from daemon.reconciler import Options, PassReport, _chains, reconcile_once
-from daemon.testing import FakeCluster, gpu_worker
+from daemon.testing.builders import gpu_worker
+from daemon.testing.fake_cluster import FakeCluster
 from tests.unit.builders import config, demands, model
 
 W1, W2 = "127.0.0.1:30001", "127.0.0.1:30002"

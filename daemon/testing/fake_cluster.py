@@ -1,112 +1,14 @@
-"""Fakes shipped with the code (not mocks): an in-memory cluster that applies plans.
-
-``apply_plan`` is what a perfectly obedient Xinference would do with a plan: terminations free the
-memory accounted to the model, launches appear READY at the planned GPUs and hold their claims.
-Property tests use it to check that planning again after applying yields nothing to do.
-"""
+"""An in-memory Xinference for the reconciler's tests (a fake, not a mock: it keeps state and follows
+the real server's rules where the reconciler can tell; tests/contract checks that)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from types import MappingProxyType
 from typing import Any
 
-from daemon.core.observed import (
-    GpuRef,
-    GpuSnapshot,
-    LaunchRecord,
-    ObservedState,
-    RunningModel,
-    Worker,
-)
-from daemon.core.planning import Launch, Plan, Terminate
-
-
-def _held(observed: ObservedState, uid: str) -> dict[GpuRef, int]:
-    model = observed.model(uid)
-    if model is None:
-        return {}
-    record = observed.managed.get(uid)
-    out = {}
-    for ref in model.gpu_refs:
-        if ref in model.gpu_memory:
-            out[ref] = model.gpu_memory[ref]
-        elif record is not None and ref in record.claims:
-            out[ref] = record.claims[ref]
-    return out
-
-
-def apply_plan(observed: ObservedState, plan: Plan, *, config_revision: str = "") -> ObservedState:
-    """The observed state after every action of ``plan`` succeeded."""
-    used: dict[GpuRef, int] = {g.ref: g.used_bytes for g in observed.gpus}
-    models = {m.uid: m for m in observed.models}
-    managed = dict(observed.managed)
-    for action in plan.actions:
-        if isinstance(action, Terminate):
-            for ref, held in _held(observed, action.uid).items():
-                used[ref] -= held
-            models.pop(action.uid, None)
-            managed.pop(action.uid, None)
-    for action in plan.actions:
-        if not isinstance(action, Launch):
-            continue
-        for ref, claim in action.claims.items():
-            used[ref] += claim
-        args = action.launch_args
-        size = args.get("model_size_in_billions")
-        models[action.uid] = RunningModel(
-            uid=action.uid,
-            model_name=action.model_name,
-            model_type=action.model_type,
-            model_engine=args.get("model_engine"),
-            model_format=args.get("model_format"),
-            model_size_in_billions=None if size is None else str(size),
-            quantization=args.get("quantization"),
-            replicas=action.replica,
-            status="READY",
-            worker=action.worker,
-            gpu_indexes=action.gpu_indexes,
-        )
-        managed[action.uid] = LaunchRecord(
-            uid=action.uid,
-            spec_hash=action.spec_hash,
-            config_revision=config_revision,
-            claims=MappingProxyType(dict(action.claims)),
-        )
-    workers = tuple(
-        Worker(
-            address=w.address,
-            gpus=tuple(replace(g, used_bytes=used[g.ref]) for g in w.gpus),
-        )
-        for w in observed.workers
-    )
-    return ObservedState(
-        workers=workers,
-        models=tuple(sorted(models.values(), key=lambda m: m.uid)),
-        managed=MappingProxyType(managed),
-        backing_off=observed.backing_off,
-    )
-
-
-def gpu_worker(address: str, *totals_gib: float, used_gib: float = 0.0) -> Worker:
-    """A worker with GPUs of the given sizes (GiB), each with ``used_gib`` already in use."""
-    from daemon.core.units import GiB
-
-    return Worker(
-        address=address,
-        gpus=tuple(
-            GpuSnapshot(
-                ref=GpuRef(worker=address, index=i),
-                total_bytes=round(t * GiB),
-                used_bytes=round(used_gib * GiB),
-            )
-            for i, t in enumerate(totals_gib)
-        ),
-    )
-
-
-# --- an in-memory Xinference for the reconciler's tests -------------------------------------------
+from daemon.core.observed import GpuRef, RunningModel, Worker
+from daemon.core.planning import Launch
 
 
 @dataclass

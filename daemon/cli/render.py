@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from daemon.adapters.nvml import NvmlReport
 from daemon.core.admission import Refusal
 from daemon.core.drift import State
-from daemon.core.planning import GpuBudget, Launch, Plan, Terminate
+from daemon.core.fit import GpuBudget
+from daemon.core.observed import ObservedState
+from daemon.core.planning import Launch, Plan, Terminate
 from daemon.core.units import GiB, fmt_gib
 
 
@@ -164,4 +167,40 @@ def fit_text(budgets: tuple[GpuBudget, ...], *, width: int = 60) -> str:
             f"  {'(outside the plan)':<24} {'':<8} {fmt_gib(b.external)}; reserve "
             f"{fmt_gib(b.reserve)}; free {fmt_gib(b.free)}"
         )
+    return "\n".join(lines)
+
+
+def status_table(plan: Plan, observed: ObservedState) -> str:
+    """One line per desired or running model: desired?, state, where it runs, why."""
+    lines = []
+    running = {m.uid: m for m in observed.models}
+    lines.append(f"{'model':<24} {'desired':<8} {'state':<12} {'where':<28} detail\n")
+    for s in plan.statuses:
+        m = running.get(s.uid)
+        where = "-"
+        if m is not None:
+            where = (m.worker or "?") + (
+                f" gpu {','.join(map(str, m.gpu_indexes))}" if m.gpu_indexes else ""
+            )
+        owner = " (ours)" if s.managed else ""
+        detail = "; ".join(s.reasons)
+        lines.append(
+            f"{s.uid:<24} {'yes' if s.desired else 'no':<8} {s.state!s:<12} {where:<28} {detail}{owner}\n"
+        )
+    return "".join(lines)
+
+
+def local_gpus_text(report: NvmlReport) -> str:
+    """This host's GPUs as NVML sees them, with per-process memory (a cross-check of /status)."""
+    if not report.gpus:
+        return f"local GPUs (NVML): none ({report.error})"
+    lines = [f"local GPUs (NVML, driver {report.driver_version}):"]
+    for gpu in report.gpus:
+        lines.append(
+            f"  gpu{gpu.index} {gpu.name}: used {gpu.used_bytes / 2**30:.2f} of "
+            f"{gpu.total_bytes / 2**30:.2f} GiB, free {gpu.free_bytes / 2**30:.2f} GiB"
+        )
+        for proc in gpu.processes:
+            held = "?" if proc.used_bytes is None else f"{proc.used_bytes / 2**30:.2f} GiB"
+            lines.append(f"    pid {proc.pid}: {held}")
     return "\n".join(lines)

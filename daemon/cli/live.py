@@ -13,14 +13,14 @@ from daemon.adapters.config_file import LoadedConfig, load_config
 from daemon.adapters.secrets import Credentials, load_credentials
 from daemon.adapters.state_file import StateStore
 from daemon.adapters.xinference import XinferenceAdapter
+from daemon.core.adoption import imported_config
 from daemon.core.desired import AuthConfig, ClusterConfig
 from daemon.core.observed import ObservedState
 from daemon.errors import ReconcilerError
 from daemon.events import EventLogger, configure
+from daemon.exit_codes import Exit
 from daemon.reconciler import Options, PassReport, observe, reconcile_once
 from daemon.settings import Settings
-
-EXIT_OK, EXIT_ERROR, EXIT_PARTIAL = 0, 1, 2
 
 
 def add_live_options(p: argparse.ArgumentParser) -> None:
@@ -80,54 +80,24 @@ def cmd_snapshot(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         err.write(f"wrote {args.output}\n")
     else:
         out.write(text)
-    return EXIT_OK
+    return Exit.OK
 
 
 def cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from daemon.cli.render import fit_text, local_gpus_text, status_table
     from daemon.core.planning import plan
-    from daemon.render import fit_text
 
     loaded = load_config(Path(args.config))
     observed = live_observed(loaded, args, err)
     result = plan(loaded.config, loaded.demands, observed)
-    running = {m.uid: m for m in observed.models}
-    out.write(f"{'model':<24} {'desired':<8} {'state':<12} {'where':<28} detail\n")
-    for s in result.statuses:
-        m = running.get(s.uid)
-        where = "-"
-        if m is not None:
-            where = (m.worker or "?") + (
-                f" gpu {','.join(map(str, m.gpu_indexes))}" if m.gpu_indexes else ""
-            )
-        owner = " (ours)" if s.managed else ""
-        detail = "; ".join(s.reasons)
-        out.write(
-            f"{s.uid:<24} {'yes' if s.desired else 'no':<8} {s.state!s:<12} {where:<28} {detail}{owner}\n"
-        )
+    out.write(status_table(result, observed))
     for r in result.refused:
         out.write(f"refused {r.uid}: {r.reason}\n")
     out.write(fit_text(result.budgets) + "\n")
-    out.write(local_gpus_text() + "\n")
-    return EXIT_OK
-
-
-def local_gpus_text() -> str:
-    """This host's GPUs as NVML sees them, with per-process memory (a cross-check of /status)."""
     from daemon.adapters.nvml import probe
 
-    report = probe()
-    if not report.gpus:
-        return f"local GPUs (NVML): none ({report.error})"
-    lines = [f"local GPUs (NVML, driver {report.driver_version}):"]
-    for gpu in report.gpus:
-        lines.append(
-            f"  gpu{gpu.index} {gpu.name}: used {gpu.used_bytes / 2**30:.2f} of "
-            f"{gpu.total_bytes / 2**30:.2f} GiB, free {gpu.free_bytes / 2**30:.2f} GiB"
-        )
-        for proc in gpu.processes:
-            held = "?" if proc.used_bytes is None else f"{proc.used_bytes / 2**30:.2f} GiB"
-            lines.append(f"    pid {proc.pid}: {held}")
-    return "\n".join(lines)
+    out.write(local_gpus_text(probe()) + "\n")
+    return Exit.OK
 
 
 def _confirm(question: str, err: TextIO) -> bool:
@@ -151,7 +121,7 @@ def _print_report(report: PassReport, out: TextIO) -> None:
 
 
 def cmd_apply(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from daemon.render import plan_text
+    from daemon.cli.render import plan_text
 
     loaded = load_config(Path(args.config))
     config = loaded.config
@@ -181,10 +151,10 @@ def cmd_apply(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         + "\n"
     )
     if not preview.plan.actions:
-        return EXIT_OK if preview.converged else EXIT_PARTIAL
+        return Exit.OK if preview.converged else Exit.NOT_CONVERGED
     if not args.yes and not _confirm("Apply these actions? [y/N] ", err):
         err.write("not applied (pass --yes to apply without asking)\n")
-        return EXIT_ERROR
+        return Exit.ERROR
     report = reconcile_once(
         config=config,
         demands=loaded.demands,
@@ -199,7 +169,7 @@ def cmd_apply(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     )
     out.write("Applied:\n")
     _print_report(report, out)
-    return EXIT_OK if report.converged else EXIT_PARTIAL
+    return Exit.OK if report.converged else Exit.NOT_CONVERGED
 
 
 def _import_credentials(args: argparse.Namespace) -> Credentials:
@@ -214,49 +184,6 @@ def _import_credentials(args: argparse.Namespace) -> Credentials:
             AuthConfig(mode="password", username=args.username, password_env=args.password_env)
         )
     return Credentials(mode="none")
-
-
-def imported_config(
-    observed: ObservedState, *, endpoint: str, auth: dict[str, Any]
-) -> dict[str, Any]:
-    """A config document describing what runs now (READY models), safe by default (observe, no prune)."""
-    models: dict[str, Any] = {}
-    gpu_workers = {w.address for w in observed.workers if w.gpus}
-    for m in observed.models:
-        if m.status != "READY" or m.model_type is None:
-            continue  # launching, failed, or not described by the server: nothing to adopt yet
-        entry: dict[str, Any] = {"model_name": m.model_name, "model_type": m.model_type}
-        for key in ("model_engine", "model_format", "quantization"):
-            value = getattr(m, key)
-            if value:
-                entry[key] = value
-        if m.model_size_in_billions is not None:
-            entry["model_size_in_billions"] = m.model_size_in_billions
-        if m.replicas != 1:
-            entry["replicas"] = m.replicas
-        placement: dict[str, Any] = {}
-        if m.gpu_indexes and m.worker:
-            placement = {
-                "worker": m.worker,
-                "gpu_indexes": list(m.gpu_indexes),
-                "gpus": max(1, len(m.gpu_indexes) // m.replicas),
-            }
-            reported = [b for ref, b in m.gpu_memory.items()]
-            if reported:
-                entry["memory"] = {"estimate_gib": round(max(reported) / 2**30, 2)}
-        elif m.worker not in gpu_workers:
-            placement = {"device": "cpu"}
-            if m.worker and len(observed.workers) > 1:
-                placement["worker"] = m.worker
-        if placement:
-            entry["placement"] = placement
-        models[m.uid] = entry
-    return {
-        "schema_version": 1,
-        "cluster": {"endpoint": endpoint, "auth": auth},
-        "policy": {"mode": "observe", "prune": "none"},
-        "models": models,
-    }
 
 
 def cmd_import(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -292,8 +219,8 @@ def cmd_import(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         check_config(doc, name=args.output or "<imported>", base_dir=Path.cwd())
     except ReconcilerError as exc:
         err.write(f"warning: the imported file needs attention before use:\n{exc}\n")
-        return EXIT_PARTIAL
-    return EXIT_OK
+        return Exit.NOT_CONVERGED
+    return Exit.OK
 
 
 def add_live_parsers(sub: Any) -> None:

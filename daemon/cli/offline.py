@@ -1,0 +1,73 @@
+"""The offline commands: validate, plan, fit and schema. They read files (and, for plan and fit
+without ``--observed``, observe the live cluster through daemon.cli.live); they never change it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any, TextIO
+
+from daemon.exit_codes import Exit
+
+
+def cmd_validate(args: argparse.Namespace, out: TextIO, _err: TextIO) -> int:
+    from daemon.adapters.config_file import load_config
+
+    loaded = load_config(Path(args.config))
+    models = loaded.config.models
+    kinds = ", ".join(f"{uid} ({spec.model_type})" for uid, spec in sorted(models.items()))
+    out.write(f"{args.config}: valid; {len(models)} model(s){': ' + kinds if kinds else ''}\n")
+    return Exit.OK
+
+
+def _plan_inputs(args: argparse.Namespace, err: TextIO) -> tuple[Any, Any]:
+    """The config and the observed state: from a snapshot file, else from the live cluster."""
+    from daemon.adapters.config_file import load_config
+    from daemon.adapters.snapshot_file import load_snapshot
+
+    loaded = load_config(Path(args.config))
+    if args.observed is None:
+        from daemon.cli.live import live_observed
+
+        return loaded, live_observed(loaded, args, err)
+    return loaded, load_snapshot(Path(args.observed))
+
+
+def cmd_plan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from daemon.cli.render import plan_json, plan_text
+    from daemon.core.planning import plan
+
+    loaded, observed = _plan_inputs(args, err)
+    result = plan(loaded.config, loaded.demands, observed)
+    if args.json:
+        doc = plan_json(result)
+        doc["config"] = {"path": str(loaded.path), "revision": loaded.content_hash}
+        out.write(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    else:
+        against = args.observed or "the live cluster"
+        title = f"Plan for {loaded.path} (revision {loaded.content_hash}) against {against}"
+        out.write(plan_text(result, title=title) + "\n")
+    if args.detailed_exitcode and (result.has_changes or result.refused):
+        return Exit.NOT_CONVERGED
+    return Exit.OK
+
+
+def cmd_fit(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from daemon.cli.render import fit_text
+    from daemon.core.planning import plan
+
+    loaded, observed = _plan_inputs(args, err)
+    result = plan(loaded.config, loaded.demands, observed)
+    out.write(fit_text(result.budgets, width=args.width) + "\n")
+    for refusal in result.refused:
+        out.write(f"refused {refusal.uid}: {refusal.reason}\n")
+    return Exit.OK
+
+
+def cmd_schema(args: argparse.Namespace, out: TextIO, _err: TextIO) -> int:
+    from daemon.schema import config_schema_text
+
+    del args
+    out.write(config_schema_text())
+    return Exit.OK
