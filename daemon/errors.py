@@ -9,12 +9,13 @@
     ├── SnapshotError               an observed-state snapshot file that cannot be read
     ├── SecretError                 a secret named by the config could not be read (never shows it)
     ├── StateError                  the ownership state file could not be written
-    └── ClusterError                talking to Xinference failed
+    └── ClusterError                talking to Xinference failed (method, path, status, detail)
         ├── TemporaryClusterError   worth retrying: down, slow, 5xx, connection reset
         │   └── ServerUnavailable
         └── PermanentClusterError   retrying the same request will fail again: 4xx, bad auth
             ├── AuthError
             └── RequestRejected
+                └── ModelNotFound   the uid or model name is unknown to the server
 
 ``ConfigError`` carries a tuple of :class:`Problem` so a CLI or an event can list every problem with
 its file and key path.
@@ -71,9 +72,24 @@ class StateError(ReconcilerError):
 
 
 class ClusterError(ReconcilerError):
-    """A call to Xinference failed."""
+    """A call to Xinference failed. The facts are fields (``method``, ``path``, ``status``: the HTTP
+    status or None when no answer came, ``detail``: the server's words, secrets removed); callers
+    decide on the type and the fields, never on the message text."""
 
     temporary: bool = False
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        method: str | None = None,
+        path: str | None = None,
+        status: int | None = None,
+    ) -> None:
+        self.detail, self.method, self.path, self.status = detail, method, path, status
+        where = f"{method} {path}: " if method and path else ""
+        code = f"HTTP {status}: " if status is not None else ""
+        super().__init__(f"{where}{code}{detail}")
 
 
 class TemporaryClusterError(ClusterError):
@@ -96,3 +112,7 @@ class AuthError(PermanentClusterError):
 
 class RequestRejected(PermanentClusterError):
     """The server understood the request and refused it (HTTP 4xx other than auth)."""
+
+
+class ModelNotFound(RequestRejected):
+    """The server does not know the uid (terminate) or the model name (launch, registration)."""

@@ -7,7 +7,6 @@ returns a half-checked config. A problem never shows a value from the file (it m
 from __future__ import annotations
 
 import hashlib
-import json
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -16,12 +15,12 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from daemon.adapters.json_file import JsonFileError, read_json_object
 from daemon.core.demand import Demand, ResolveError, resolve_model
 from daemon.core.desired import Config, FieldError, cross_field_problems
 from daemon.errors import ConfigSyntaxError, ConfigValidationError, Problem
 
 MAX_CONFIG_BYTES = 4 * 1024 * 1024  # a real config is a few KiB; refuse a runaway file early
-MAX_HF_CONFIG_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -147,22 +146,7 @@ def _allowed_for(loc: tuple[str | int, ...]) -> list[str] | None:
 
 
 def _read_hf_config(base: Path, ref: str) -> dict[str, Any]:
-    path = (base / ref).expanduser()
-    try:
-        if path.stat().st_size > MAX_HF_CONFIG_BYTES:
-            raise ValueError(f"{path} is too large for a config.json")
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ValueError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: cannot read it ({exc.__class__.__name__})") from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(
-            f"{path}: not JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
-        ) from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object")
-    return data
+    return read_json_object((base / ref).expanduser(), what="config.json")
 
 
 def check_config(
@@ -180,7 +164,7 @@ def check_config(
         if spec.architecture.hf_config is not None:
             try:
                 hf_config = _read_hf_config(base_dir, spec.architecture.hf_config)
-            except ValueError as exc:
+            except JsonFileError as exc:
                 problems.append(
                     Problem(
                         file=name, location=f"models.{uid}.architecture.hf_config", message=str(exc)

@@ -3,13 +3,13 @@ output of ``snapshot``. The format is documented in ``docs/snapshot-format.md``.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from types import MappingProxyType
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints, ValidationError
 
+from daemon.adapters.json_file import JsonFileError, read_json_object
 from daemon.core.observed import GpuRef, GpuSnapshot, ObservedState, RunningModel, Worker
 from daemon.core.ownership import LaunchRecord
 from daemon.core.units import GiB
@@ -161,17 +161,9 @@ def _short(exc: Exception) -> str:
 
 def load_snapshot(path: Path) -> ObservedState:
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SnapshotError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SnapshotError(f"{path}: cannot read it ({exc.__class__.__name__})") from None
-    except json.JSONDecodeError as exc:
-        raise SnapshotError(
-            f"{path}: not JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
-        ) from None
-    except RecursionError:
-        raise SnapshotError(f"{path}: nested too deeply to be a snapshot") from None
+        doc = read_json_object(path, what="snapshot")
+    except JsonFileError as exc:
+        raise SnapshotError(str(exc)) from None
     return observed_from_document(doc, name=str(path))
 
 

@@ -33,6 +33,7 @@ from daemon.core.planning import Launch
 from daemon.errors import (
     AuthError,
     ClusterError,
+    ModelNotFound,
     PermanentClusterError,
     RequestRejected,
     ServerUnavailable,
@@ -43,6 +44,10 @@ from daemon.errors import (
 # tokens are short-lived (XINFERENCE_ACCESS_TOKEN_EXPIRE_MINUTES may be 1).
 TOKEN_REFRESH_MARGIN_SECONDS = 120.0
 _ACTOR_PREFIX = re.compile(r"^\[address=[^\]]*\]\s*")
+# How the 4.1.0 server says it does not know a uid or a name (HTTP 400, not 404): "Model not found
+# in the model list, uid: X", "Model not found, name: X", "Embedding model X not found". The only
+# place that reads the server's words; everything else checks for ModelNotFound.
+_NOT_FOUND = re.compile(r"\bnot found\b", re.IGNORECASE)
 
 
 def _detail(response: requests.Response) -> str:
@@ -138,13 +143,15 @@ class XinferenceAdapter:
                 verify=self._verify,
             )
         except requests.Timeout as exc:
-            raise ServerUnavailable(f"{method} {path}: no answer within {wait:g} s") from exc
+            raise ServerUnavailable(
+                f"no answer within {wait:g} s", method=method, path=path
+            ) from exc
         except requests.ConnectionError as exc:
             raise ServerUnavailable(
-                f"{method} {path}: cannot connect to {self.shown_endpoint}"
+                f"cannot connect to {self.shown_endpoint}", method=method, path=path
             ) from exc
         except requests.RequestException as exc:
-            raise TemporaryClusterError(f"{method} {path}: {exc.__class__.__name__}") from exc
+            raise TemporaryClusterError(exc.__class__.__name__, method=method, path=path) from exc
 
     def _scrub(self, text: str) -> str:
         """A server's words with our secret taken out (a server may echo a rejected request body)."""
@@ -155,12 +162,15 @@ class XinferenceAdapter:
         code = response.status_code
         if code < 400:
             return
-        where = f"{method} {path}: HTTP {code}: {self._scrub(_detail(response))}"
+        detail = self._scrub(_detail(response))
+        kind: type[ClusterError] = RequestRejected
         if code in (401, 403):
-            raise AuthError(where)
-        if code in (408, 429) or code >= 500:
-            raise TemporaryClusterError(where)
-        raise RequestRejected(where)
+            kind = AuthError
+        elif code in (408, 429) or code >= 500:
+            kind = TemporaryClusterError
+        elif code == 404 or _NOT_FOUND.search(detail):
+            kind = ModelNotFound
+        raise kind(detail, method=method, path=path, status=code)
 
     def request(
         self,
@@ -186,7 +196,9 @@ class XinferenceAdapter:
         try:
             return response.json()
         except ValueError as exc:
-            raise TemporaryClusterError(f"{method} {path}: answer is not JSON") from exc
+            raise TemporaryClusterError(
+                "answer is not JSON", method=method, path=path, status=response.status_code
+            ) from exc
 
     # --- auth ----------------------------------------------------------------------------------
 
@@ -219,13 +231,16 @@ class XinferenceAdapter:
         response = self._send("POST", path, body=body)
         if response.status_code in (400, 401, 403):
             raise AuthError(
-                f"POST {path}: HTTP {response.status_code}: {self._scrub(_detail(response))} "
-                f"(user {self.credentials.username!r}, secret from {self.credentials.source})"
+                f"{self._scrub(_detail(response))} "
+                f"(user {self.credentials.username!r}, secret from {self.credentials.source})",
+                method="POST",
+                path=path,
+                status=response.status_code,
             )
         self._raise_for("POST", path, response)
         answer = response.json()
         if not isinstance(answer, dict) or "access_token" not in answer:
-            raise PermanentClusterError(f"POST {path}: the answer has no access_token")
+            raise PermanentClusterError("the answer has no access_token", method="POST", path=path)
         return answer
 
     def _store(self, answer: dict[str, Any]) -> str:
@@ -263,7 +278,7 @@ class XinferenceAdapter:
             answer = self.request(
                 "GET", f"/v1/model_registrations/{quote(model_type)}/{quote(name, safe='')}"
             )
-        except RequestRejected:
+        except ModelNotFound:
             return None
         return answer if isinstance(answer, dict) else None
 
@@ -278,10 +293,8 @@ class XinferenceAdapter:
         self.request("DELETE", f"/v1/autostart/models/{quote(uid, safe='')}")
         try:
             self.request("DELETE", f"/v1/models/{quote(uid, safe='')}")
-        except RequestRejected as exc:
-            if "not found" in str(exc).lower():
-                return False
-            raise
+        except ModelNotFound:
+            return False
         return True
 
     def register(self, model_type: str, spec: Mapping[str, Any], *, persist: bool = True) -> None:

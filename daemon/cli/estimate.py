@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 from typing import Any, TextIO
 
+from daemon.adapters.json_file import JsonFileError, read_json_object
 from daemon.core import catalogue
 from daemon.core.architecture import Architecture, ArchitectureError, architecture_from_hf_config
 from daemon.core.engines import Engine
@@ -131,13 +132,9 @@ def _architecture(args: argparse.Namespace) -> Architecture:
     if args.hf_config:
         path = Path(args.hf_config)
         try:
-            cfg = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ReconcilerError(f"{path}: file not found") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ReconcilerError(f"{path}: cannot read a JSON config ({exc})") from None
-        if not isinstance(cfg, dict):
-            raise ReconcilerError(f"{path}: expected a JSON object")
+            cfg = read_json_object(path, what="config.json")
+        except JsonFileError as exc:
+            raise ReconcilerError(str(exc)) from None
         try:
             return architecture_from_hf_config(cfg)
         except ArchitectureError as exc:

@@ -10,6 +10,8 @@ from typing import Any
 from daemon.core.observed import GpuRef, RunningModel, Worker
 from daemon.core.planning import Launch
 
+_LAUNCH_400: dict[str, Any] = {"method": "POST", "path": "/v1/models", "status": 400}
+
 
 @dataclass
 class FakeInstance:
@@ -69,7 +71,7 @@ class FakeCluster:
 
         self.calls += 1
         if self.down:
-            raise ServerUnavailable(f"{what}: cannot connect to the fake cluster")
+            raise ServerUnavailable("cannot connect to the fake cluster", method=what, path="/")
         self.log.append((what, uid))
 
     def _used(self) -> dict[GpuRef, int]:
@@ -120,13 +122,13 @@ class FakeCluster:
         current = self.instances.get(launch.uid)
         if current is not None and current.status != "ERROR":
             raise RequestRejected(
-                f"POST /v1/models: HTTP 400: Model is already in the model list, uid: {launch.uid}"
+                f"Model is already in the model list, uid: {launch.uid}", **_LAUNCH_400
             )
         worker = launch.worker
         addresses = [w.address for w in self.workers]
         if worker is not None and not self.local_mode and worker not in addresses:
             raise RequestRejected(
-                f"POST /v1/models: HTTP 400: Worker ip address {worker} is not in the cluster."
+                f"Worker ip address {worker} is not in the cluster.", **_LAUNCH_400
             )
         if worker is None or self.local_mode:
             worker = addresses[0]
@@ -180,7 +182,12 @@ class FakeCluster:
         self._call("register", str(spec.get("model_name")))
         key = (model_type, str(spec["model_name"]))
         if key in self.registrations:
-            raise RequestRejected(f"HTTP 400: Model {key[1]} already registered")
+            raise RequestRejected(
+                f"Model {key[1]} already registered",
+                method="POST",
+                path=f"/v1/model_registrations/{model_type}",
+                status=400,
+            )
         self.registrations[key] = dict(spec)
 
     def unregister(self, model_type: str, name: str) -> None:
