@@ -21,7 +21,7 @@ from types import FrameType
 from typing import Any
 
 from daemon.adapters.config_file import LoadedConfig, load_config, read_config_bytes
-from daemon.adapters.http_status import Gauges, StatusServer
+from daemon.adapters.http_status import Metrics, StatusServer
 from daemon.adapters.revision import config_revision
 from daemon.adapters.secrets import load_credentials
 from daemon.adapters.state_file import StateStore
@@ -80,7 +80,11 @@ class Daemon:
         self.clock = clock
         self.events = EventLogger()
         self.store = StateStore(settings.state_dir)
-        self.gauges = Gauges()
+        self.metrics = Metrics()
+        self.counts: dict[str, int] = {}  # the last pass's model counts (STATUS=, /readyz)
+        self.converged = False
+        self.last_pass_finished: float | None = None  # monotonic
+        self.last_successful_pass: float | None = None
         self.good: Good | None = None
         self.cluster: ClusterPort | None = None
         self._cluster_key: tuple[Any, ...] | None = None
@@ -288,39 +292,59 @@ class Daemon:
     def _finish(self, start: float, report: PassReport | None) -> None:
         now = self.clock()
         self.passes += 1
-        with self.gauges.lock:
-            self.gauges.passes += 1
-            self.gauges.pass_seconds = now - start
-            self.gauges.last_pass_finished = now
-            if report is not None:
-                statuses = report.plan.statuses
-                self.gauges.last_successful_pass = now
-                self.gauges.models_desired = sum(s.desired for s in statuses)
-                fixed = {r.uid for r in report.results if r.ok}  # brought in sync by this pass
-                self.gauges.models_running = sum(
+        m = self.metrics
+        m.passes.inc()
+        m.pass_seconds.observe(max(0.0, now - start))
+        self.last_pass_finished = time.monotonic()
+        if report is not None:
+            statuses = report.plan.statuses
+            self.last_successful_pass = self.last_pass_finished
+            m.last_successful_pass.set(time.time())
+            fixed = {r.uid for r in report.results if r.ok}  # brought in sync by this pass
+            self.counts = {
+                "desired": sum(s.desired for s in statuses),
+                "in_sync": sum(
                     s.desired and (s.state == State.IN_SYNC or s.uid in fixed) for s in statuses
-                )
-                self.gauges.models_drifted = sum(
-                    s.is_drift and s.uid not in fixed for s in statuses
-                )
-                self.gauges.models_refused = len(report.plan.refused)
-                for r in report.results:
-                    key = (r.kind, "ok" if r.ok else "failed")
-                    self.gauges.actions[key] = self.gauges.actions.get(key, 0) + 1
+                ),
+                "drifted": sum(s.is_drift and s.uid not in fixed for s in statuses),
+                "refused": len(report.plan.refused),
+            }
+            for state, count in self.counts.items():
+                m.models.labels(state=state).set(count)
+            self.converged = report.converged
+            m.converged.set(1 if report.converged else 0)
+            for r in report.results:
+                m.actions.labels(kind=r.kind, outcome="ok" if r.ok else "failed").inc()
         self.notifier.status(self.summary())
 
     def summary(self) -> str:
-        g = self.gauges
-        if g.last_successful_pass is None:
+        c = self.counts
+        if self.last_successful_pass is None:
             return f"cluster unreachable at {self._endpoint()}; retrying"
-        text = f"{g.models_running}/{g.models_desired} models in sync"
-        if g.models_drifted:
-            text += f", {g.models_drifted} drifted"
-        if g.models_refused:
-            text += f", {g.models_refused} refused"
+        text = f"{c['in_sync']}/{c['desired']} models in sync"
+        if c["drifted"]:
+            text += f", {c['drifted']} drifted"
+        if c["refused"]:
+            text += f", {c['refused']} refused"
         if self._unreachable:
             text += "; cluster unreachable"
         return text
+
+    def liveness(self) -> tuple[bool, str]:
+        """The loop turns and passes finish (what /healthz answers)."""
+        stale = 3 * self.settings.resync_interval_seconds + 60
+        if self.last_pass_finished is None:
+            return False, "no pass has finished yet"
+        age = time.monotonic() - self.last_pass_finished
+        if age > stale:
+            return False, f"last pass finished {age:.0f} s ago (limit {stale:.0f} s)"
+        return True, f"ok: last pass finished {age:.0f} s ago"
+
+    def readiness(self) -> tuple[bool, str]:
+        """The cluster matches the file (what /readyz answers)."""
+        if self.converged:
+            return True, "ok: " + self.summary()
+        return False, self.summary()
 
     # --- the loop ------------------------------------------------------------------------------
 
@@ -418,8 +442,12 @@ class Daemon:
         )
         listener = None
         if self.settings.metrics_listen:
-            stale = 3 * self.settings.resync_interval_seconds + 60
-            listener = StatusServer(self.settings.metrics_listen, self.gauges, stale_after=stale)
+            listener = StatusServer(
+                self.settings.metrics_listen,
+                self.metrics,
+                liveness=self.liveness,
+                readiness=self.readiness,
+            )
             listener.start()
             self.events("http.listening", address=listener.address)
         worker = threading.Thread(target=self._loop, name="reconcile-loop", daemon=True)

@@ -1,90 +1,117 @@
-"""An optional HTTP listener (loopback by default) with ``/healthz`` and Prometheus ``/metrics``.
+"""An optional HTTP listener (loopback advised): ``/healthz`` (liveness), ``/readyz`` (readiness) and
+Prometheus ``/metrics``.
 
-Healthy means the last pass finished recently (within ``stale_after`` seconds); the daemon updates a
-:class:`Gauges` value after every pass and the listener only reads it.
+The exposition is ``prometheus_client``'s (label escaping, histograms, and the process and platform
+collectors come with it). The daemon owns a :class:`Metrics` and updates it after every pass; the
+listener only renders it and asks the daemon's two probes, which answer ``(ok, why)``:
+
+- liveness: the reconcile loop turns and passes run when due (else systemd's watchdog and any
+  orchestrator should restart the daemon);
+- readiness: the cluster matches the file, or why not (loading, failing, refused, file invalid...).
 """
 
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 
-@dataclass
-class Gauges:
-    """What /metrics exposes. Mutated by the daemon loop under ``lock``; read by the listener."""
+from daemon.errors import ReconcilerError
 
-    models_desired: int = 0
-    models_running: int = 0
-    models_drifted: int = 0
-    models_refused: int = 0
-    pass_seconds: float = 0.0
-    last_pass_finished: float | None = None  # unix time
-    last_successful_pass: float | None = None
-    passes: int = 0
-    actions: dict[tuple[str, str], int] = field(default_factory=dict)  # (kind, outcome) -> count
-    lock: threading.Lock = field(default_factory=threading.Lock)
+Probe = Callable[[], tuple[bool, str]]
+PASS_SECONDS_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
-    def render(self) -> str:
-        with self.lock:
-            lines = [
-                "# HELP xr_models_desired Models the config file lists.",
-                "# TYPE xr_models_desired gauge",
-                f"xr_models_desired {self.models_desired}",
-                "# HELP xr_models_running Desired models running in sync.",
-                "# TYPE xr_models_running gauge",
-                f"xr_models_running {self.models_running}",
-                "# HELP xr_models_drifted Models missing, changed, failed or unexpected.",
-                "# TYPE xr_models_drifted gauge",
-                f"xr_models_drifted {self.models_drifted}",
-                "# HELP xr_models_refused Models refused by admission (do not fit).",
-                "# TYPE xr_models_refused gauge",
-                f"xr_models_refused {self.models_refused}",
-                "# HELP xr_pass_duration_seconds Duration of the last reconcile pass.",
-                "# TYPE xr_pass_duration_seconds gauge",
-                f"xr_pass_duration_seconds {self.pass_seconds:.6f}",
-                "# HELP xr_passes_total Reconcile passes run.",
-                "# TYPE xr_passes_total counter",
-                f"xr_passes_total {self.passes}",
-                "# HELP xr_last_successful_pass_timestamp_seconds When a pass last observed the cluster.",
-                "# TYPE xr_last_successful_pass_timestamp_seconds gauge",
-                f"xr_last_successful_pass_timestamp_seconds {self.last_successful_pass or 0:.3f}",
-                "# HELP xr_actions_total Launches and terminations by outcome.",
-                "# TYPE xr_actions_total counter",
-            ]
-            for (kind, outcome), count in sorted(self.actions.items()):
-                lines.append(f'xr_actions_total{{kind="{kind}",outcome="{outcome}"}} {count}')
-        return "\n".join(lines) + "\n"
+
+class ListenError(ReconcilerError):
+    """The metrics address is malformed or cannot be bound (in use, not a local address)."""
+
+
+class Metrics:
+    """Every metric the daemon exposes, in a registry of its own (tests create as many as they like)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        self.models = Gauge(
+            "xr_models",
+            "Models by state: desired, in_sync, loading, failing, refused, waiting, drifted.",
+            ["state"],
+            registry=r,
+        )
+        self.converged = Gauge(
+            "xr_converged", "1 when the cluster matches the file (the readiness probe).", registry=r
+        )
+        self.config_valid = Gauge(
+            "xr_config_file_valid",
+            "1 when the file on disk is the config in force; 0 while it is invalid.",
+            registry=r,
+        )
+        self.passes = Counter("xr_passes", "Reconcile passes run.", registry=r)
+        self.pass_seconds = Histogram(
+            "xr_pass_duration_seconds",
+            "Duration of reconcile passes.",
+            buckets=PASS_SECONDS_BUCKETS,
+            registry=r,
+        )
+        self.last_successful_pass = Gauge(
+            "xr_last_successful_pass_timestamp_seconds",
+            "When a pass last observed the cluster (unix time).",
+            registry=r,
+        )
+        self.actions = Counter(
+            "xr_actions", "Launches and terminations by outcome.", ["kind", "outcome"], registry=r
+        )
+        self.corrections = Counter(
+            "xr_estimate_corrections",
+            "Memory estimates corrected from what the engine reported.",
+            registry=r,
+        )
+        self.config_valid.set(1)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """``host:port`` (``[::1]:port`` for IPv6) -> (host, port), or ListenError saying what is wrong."""
+    host, sep, port_text = listen.rpartition(":")
+    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ListenError(
+            f"metrics address {listen!r}: expected HOST:PORT with a port 0-65535, "
+            "e.g. 127.0.0.1:9464"
+        )
+    return host.strip("[]") or "127.0.0.1", int(port_text)
 
 
 class StatusServer:
-    """``host:port`` -> a daemon thread serving /healthz and /metrics."""
+    """``host:port`` -> a daemon thread serving /healthz, /readyz and /metrics."""
 
-    def __init__(
-        self,
-        listen: str,
-        gauges: Gauges,
-        *,
-        stale_after: float,
-        clock: Callable[[], float] = time.time,
-    ):
-        host, _, port = listen.rpartition(":")
-        self.gauges, self.stale_after, self.clock = gauges, stale_after, clock
+    def __init__(self, listen: str, metrics: Metrics, *, liveness: Probe, readiness: Probe):
+        host, port = parse_listen(listen)
+        self.metrics = metrics
         outer = self
+        probes = {"/healthz": liveness, "/readyz": readiness}
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # the name http.server dispatches to
-                if self.path == "/metrics":
-                    body, code, kind = (
-                        outer.gauges.render().encode(),
-                        200,
-                        "text/plain; version=0.0.4",
-                    )
-                elif self.path == "/healthz":
-                    ok, why = outer.healthy()
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
+                    body, code, kind = outer.metrics.render(), 200, CONTENT_TYPE_LATEST
+                elif path in probes:
+                    ok, why = probes[path]()
                     body, code, kind = why.encode() + b"\n", 200 if ok else 503, "text/plain"
                 else:
                     body, code, kind = b"not found\n", 404, "text/plain"
@@ -97,23 +124,18 @@ class StatusServer:
             def log_message(self, format: str, *args: object) -> None:  # base signature
                 del format, args  # requests are not worth an event each
 
-        self._server = ThreadingHTTPServer((host or "127.0.0.1", int(port)), Handler)
+        try:
+            self._server = ThreadingHTTPServer((host, port), Handler)
+        except OSError as exc:
+            raise ListenError(
+                f"metrics address {listen!r}: cannot listen there ({exc.strerror or exc})"
+            ) from None
         self._server.daemon_threads = True
         bound_host, bound_port = self._server.server_address[:2]
         self.address = f"{bound_host!s}:{bound_port}"
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="status-http", daemon=True
         )
-
-    def healthy(self) -> tuple[bool, str]:
-        with self.gauges.lock:
-            last = self.gauges.last_pass_finished
-        if last is None:
-            return False, "no pass has finished yet"
-        age = self.clock() - last
-        if age > self.stale_after:
-            return False, f"last pass finished {age:.0f} s ago (limit {self.stale_after:.0f} s)"
-        return True, f"ok: last pass finished {age:.0f} s ago"
 
     def start(self) -> None:
         self._thread.start()
