@@ -17,6 +17,17 @@ from daemon.errors import ConfigError, ReconcilerError
 from daemon.exit_codes import Exit
 
 
+def version() -> str:
+    """The installed distribution's version (a source checkout that was never installed: unknown)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("xinference-reconciler")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def _out(stream: TextIO | None) -> TextIO:
     return stream if stream is not None else sys.stdout
 
@@ -32,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="xinference-reconciler",
         description="Keep an Xinference cluster matching config.toml, admitting only what fits GPU memory.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("validate", help="check a config file (exit 0 valid, 1 invalid)")

@@ -198,3 +198,10 @@ def test_estimate_knows_vllms_defaults_by_context_and_gpu(
     assert code == 0
     doc = json.loads(out)
     assert (doc["max_num_batched_tokens"], doc["max_num_seqs"]) == (tokens, seqs)
+
+
+def test_version_prints_the_installed_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib.metadata import version
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"xinference-reconciler {version('xinference-reconciler')}\n"
