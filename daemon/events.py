@@ -17,6 +17,14 @@ import structlog
 from daemon.core.naming import is_secret_name as _is_secret
 
 REDACTED = "[redacted]"
+# logging.getLevelNamesMapping() is 3.11+; these are the names Settings.log_level allows (and critical).
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
 
 
 def _redacted(value: Any) -> Any:
@@ -57,9 +65,7 @@ def configure(
             redact_secrets,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[level.upper()]
-        ),
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level.lower()]),
         logger_factory=structlog.PrintLoggerFactory(file=out),
         cache_logger_on_first_use=False,
     )

@@ -53,7 +53,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -838,7 +838,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     run = Run(out=args.out, dry_run=args.dry_run, budget_s=args.budget_s)
     run.meta |= {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "dry_run": args.dry_run,
         "python": platform.python_version(),
         "torch": torch.__version__,

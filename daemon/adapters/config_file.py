@@ -7,7 +7,7 @@ returns a half-checked config. A problem never shows a value from the file (it m
 from __future__ import annotations
 
 import hashlib
-import tomllib
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +19,11 @@ from daemon.adapters.json_file import JsonFileError, read_json_object
 from daemon.core.demand import Demand, ResolveError, resolve_model
 from daemon.core.desired import Config, FieldError, cross_field_problems
 from daemon.errors import ConfigSyntaxError, ConfigValidationError, Problem
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, published as tomli (a dependency only there)
+    import tomli as tomllib
 
 MAX_CONFIG_BYTES = 4 * 1024 * 1024  # a real config is a few KiB; refuse a runaway file early
 

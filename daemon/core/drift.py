@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import StrEnum
 
+from daemon.core.compat import StrEnum
 from daemon.core.desired import ModelSpec
 from daemon.core.naming import sizes_equal
 from daemon.core.observed import (

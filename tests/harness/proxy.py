@@ -36,7 +36,6 @@ import struct
 import threading
 import time
 from dataclasses import dataclass
-from typing import Self
 
 HOST = "127.0.0.1"
 MAX_HEAD_BYTES = 64 * 1024
@@ -188,7 +187,7 @@ class FaultProxy:
 
     # --- life cycle --------------------------------------------------------------------------
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> FaultProxy:
         return self
 
     def __exit__(self, *exc: object) -> None:

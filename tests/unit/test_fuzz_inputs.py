@@ -23,7 +23,6 @@ import json
 import math
 import random
 import tempfile
-import tomllib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -34,7 +33,10 @@ import tomli_w
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from daemon.adapters.config_file import load_config
+from daemon.adapters.config_file import (
+    load_config,
+    tomllib,  # tomli on Python 3.10
+)
 from daemon.adapters.snapshot_file import observed_from_document
 from daemon.adapters.systemd import Notifier
 from daemon.app import Daemon

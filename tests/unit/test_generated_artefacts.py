@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import tomllib
 from pathlib import Path
 
 import jsonschema
 
+from daemon.adapters.config_file import tomllib  # tomli on Python 3.10
 from daemon.schema import config_schema, config_schema_text
 
 REPO = Path(__file__).resolve().parents[2]

@@ -341,7 +341,7 @@ def test_no_command_output_or_file_shows_the_secret(
 def test_repr_of_the_credentials_never_shows_the_secret(
     kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import tomllib
+    from daemon.adapters.config_file import tomllib  # tomli on Python 3.10
 
     auth = AuthConfig.model_validate(tomllib.loads(secret_source(kind, tmp_path, monkeypatch)))
     credentials = load_credentials(auth)
@@ -398,7 +398,7 @@ def test_a_server_that_echoes_the_login_body_does_not_make_the_adapter_repeat_it
 
 
 def _toml(text: str) -> dict[str, Any]:
-    import tomllib
+    from daemon.adapters.config_file import tomllib  # tomli on Python 3.10
 
     return tomllib.loads(text)
 
