@@ -6,6 +6,7 @@
     ├── ConfigError                 bad input file: never acted on (permanent until the file changes)
     │   ├── ConfigSyntaxError       not TOML / not UTF-8 / empty / unreadable
     │   └── ConfigValidationError   TOML that breaks the schema or a cross-field rule
+    ├── SettingsError               an XINFERENCE_RECONCILER_* setting or a flag over it is invalid
     ├── SnapshotError               an observed-state snapshot file that cannot be read
     ├── SecretError                 a secret named by the config could not be read (never shows it)
     ├── StateError                  the ownership state file could not be written
@@ -57,6 +58,15 @@ class ConfigSyntaxError(ConfigError):
 
 class ConfigValidationError(ConfigError):
     """The file is TOML but breaks the schema or a cross-field rule."""
+
+
+class SettingsError(ReconcilerError):
+    """The runtime settings (environment variables, flags) are invalid: one line per problem, naming
+    the variable or flag and what was expected, never a secret."""
+
+    def __init__(self, problems: tuple[str, ...]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
 
 
 class SnapshotError(ReconcilerError):

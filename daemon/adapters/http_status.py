@@ -27,6 +27,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from daemon.core import addresses
 from daemon.errors import ReconcilerError
 
 Probe = Callable[[], tuple[bool, str]]
@@ -86,14 +87,12 @@ class Metrics:
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
-    """``host:port`` (``[::1]:port`` for IPv6) -> (host, port), or ListenError saying what is wrong."""
-    host, sep, port_text = listen.rpartition(":")
-    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ListenError(
-            f"metrics address {listen!r}: expected HOST:PORT with a port 0-65535, "
-            "e.g. 127.0.0.1:9464"
-        )
-    return host.strip("[]") or "127.0.0.1", int(port_text)
+    """``host:port`` (``[::1]:port`` for IPv6) -> (host, port), or ListenError saying what is wrong
+    (the rule is daemon/core/addresses.py's, which the settings check at start-up too)."""
+    try:
+        return addresses.parse_listen(listen)
+    except ValueError as exc:
+        raise ListenError(str(exc)) from None
 
 
 class StatusServer:

@@ -150,6 +150,16 @@ class XinferenceAdapter:
             raise ServerUnavailable(
                 f"cannot connect to {self.shown_endpoint}", method=method, path=path
             ) from exc
+        except (
+            requests.exceptions.InvalidSchema,
+            requests.exceptions.MissingSchema,
+            requests.exceptions.InvalidURL,
+        ) as exc:  # the entry points check endpoints first (core/addresses.py); never retry this
+            raise PermanentClusterError(
+                f"malformed endpoint {self.shown_endpoint!r}: expected an http:// or https:// URL",
+                method=method,
+                path=path,
+            ) from exc
         except requests.RequestException as exc:
             raise TemporaryClusterError(exc.__class__.__name__, method=method, path=path) from exc
 

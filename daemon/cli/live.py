@@ -20,16 +20,28 @@ from daemon.errors import ReconcilerError
 from daemon.events import EventLogger, configure
 from daemon.exit_codes import Exit
 from daemon.reconciler import Options, PassReport, observe, reconcile_once
-from daemon.settings import Settings
+from daemon.settings import Settings, load_settings
+
+
+def endpoint_arg(value: str) -> str:
+    """``--endpoint``: refused up front when malformed (no scheme, not http(s), user:password@)."""
+    from daemon.core.addresses import check_endpoint
+
+    try:
+        return check_endpoint(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_live_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--endpoint", help="Xinference URL (overrides [cluster] endpoint)")
+    p.add_argument(
+        "--endpoint", type=endpoint_arg, help="Xinference URL (overrides [cluster] endpoint)"
+    )
     p.add_argument("--state-dir", type=Path, help="directory of the ownership state file")
 
 
 def _settings() -> Settings:
-    return Settings()
+    return load_settings()
 
 
 def state_store(args: argparse.Namespace) -> StateStore:
@@ -250,7 +262,7 @@ def add_live_parsers(sub: Any) -> None:
     p.set_defaults(live=cmd_apply)
 
     p = sub.add_parser("import", help="write a config.toml describing what the cluster runs now")
-    p.add_argument("--endpoint", required=True)
+    p.add_argument("--endpoint", required=True, type=endpoint_arg, help="Xinference URL")
     p.add_argument("--output", "-o")
     p.add_argument("--force", action="store_true", help="overwrite --output")
     p.add_argument("--username")

@@ -8,12 +8,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
-from typing import TextIO
+from typing import Any, NoReturn, TextIO
 
 from daemon.cli.offline import cmd_fit, cmd_plan, cmd_schema, cmd_validate
-from daemon.cli.run import cmd_run
-from daemon.errors import ConfigError, ReconcilerError
+from daemon.errors import ConfigError, ReconcilerError, SettingsError
 from daemon.exit_codes import Exit
 
 
@@ -38,8 +36,35 @@ def cmd_estimate(args: argparse.Namespace, out: TextIO, _err: TextIO) -> int:
     return run_estimate(args, out)
 
 
+class UsageError(Exception):
+    """A command line argparse refused; main() prints it and picks the exit code."""
+
+    def __init__(self, parser: Parser, message: str) -> None:
+        super().__init__(message)
+        self.parser, self.message = parser, message
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse's parser whose usage errors come back to main() instead of exiting 2: they exit 1,
+    and ``run``'s exit 78 (a unit's command line that cannot start the daemon must not
+    restart-loop). Subcommand parsers are of this class too (``usage_error_exit=`` per parser)."""
+
+    def __init__(self, *args: Any, usage_error_exit: int = Exit.ERROR, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.usage_error_exit = usage_error_exit
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(self, message)
+
+
+def _problems(err: TextIO, title: str, problems: Sequence[str]) -> None:
+    err.write(f"{title} ({len(problems)} problem(s)):\n")
+    for problem in problems:
+        err.write(f"  {problem}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="xinference-reconciler",
         description="Keep an Xinference cluster matching config.toml, admitting only what fits GPU memory.",
     )
@@ -86,11 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_live_parsers(sub)
 
-    p = sub.add_parser("run", help="the daemon: keep the cluster matching CONFIG (systemd service)")
-    p.add_argument("config", nargs="?", help="config.toml (default: $XINFERENCE_RECONCILER_CONFIG)")
-    p.add_argument("--state-dir", type=Path, help="ownership state and lock (default: settings)")
-    p.add_argument("--endpoint", help="Xinference URL (overrides [cluster] endpoint)")
-    p.set_defaults(func=cmd_run)
+    from daemon.cli.run import add_run_parser
+
+    add_run_parser(sub)
     return parser
 
 
@@ -98,20 +121,59 @@ def main(
     argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, stderr: TextIO | None = None
 ) -> int:
     out, err = _out(stdout), stderr if stderr is not None else sys.stderr
+    try:
+        code = _run(argv, out, err)
+        out.flush()  # a reader that went away shows here, not in the interpreter's last flush
+    except BrokenPipeError:
+        # The reader closed the pipe (`status ... | head -3`): stop quietly, as the Python docs
+        # advise (signal module, "Note on SIGPIPE"), and point the process's standard output at
+        # /dev/null so the interpreter's final flush of what is still buffered cannot fail.
+        if stdout is None:
+            _stdout_to_devnull()
+        return Exit.ERROR
+    return code
+
+
+def _stdout_to_devnull() -> None:
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no real file descriptor (tests): nothing to do
+        pass
+
+
+def _run(argv: Sequence[str] | None, out: TextIO, err: TextIO) -> int:
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse prints its own usage message
-        return Exit.OK if exc.code == 0 else Exit.ERROR
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # unknown arguments: the command's own parser says so (with its exit code)
+            chosen = _subcommands(parser).get(getattr(args, "command", ""), parser)
+            chosen.error(f"unrecognized arguments: {' '.join(extra)}")
+    except UsageError as exc:
+        exc.parser.print_usage(err)
+        err.write(f"{exc.parser.prog}: error: {exc.message}\n")
+        return exc.parser.usage_error_exit
+    except SystemExit as exc:  # --help and --version print and exit 0
+        return Exit.OK if exc.code in (0, None) else Exit.ERROR
     try:
         if hasattr(args, "live"):
             return int(args.live(args, out, err))
         return int(args.func(args, out, err))
     except ConfigError as exc:
-        err.write(f"invalid config ({len(exc.problems)} problem(s)):\n")
-        for problem in exc.problems:
-            err.write(f"  {problem}\n")
+        _problems(err, "invalid config", [str(p) for p in exc.problems])
+        return Exit.ERROR
+    except SettingsError as exc:
+        _problems(err, "invalid settings", exc.problems)
         return Exit.ERROR
     except ReconcilerError as exc:
         err.write(f"error: {exc}\n")
         return Exit.ERROR
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> dict[str, Parser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}

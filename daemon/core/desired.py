@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
 
+from daemon.core.addresses import check_endpoint
 from daemon.core.engines import ENGINE_SPELLING, ENGINES_BY_TYPE, FRACTION_ENGINES, Engine
 from daemon.core.footprint import known_quantizations
 from daemon.core.naming import is_secret_name, uid_problem
@@ -124,13 +125,7 @@ class ClusterConfig(_Frozen):
     @field_validator("endpoint")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")) or len(value.split("://", 1)[1]) == 0:
-            raise ValueError("expected an http:// or https:// URL, e.g. 'http://127.0.0.1:9997'")
-        if "@" in value.split("://", 1)[1].split("/", 1)[0]:
-            raise ValueError(
-                "credentials must not be written in the endpoint URL; use [cluster.auth]"
-            )
-        return value.rstrip("/")
+        return check_endpoint(value)
 
 
 class PolicyConfig(_Frozen):

@@ -445,24 +445,29 @@ def test_the_daemons_json_events_never_show_the_secret(
         assert_clean(str(path), text)
 
 
-def test_an_endpoint_override_with_credentials_is_never_logged(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("command", ["run", "status", "plan", "snapshot"])
+@pytest.mark.parametrize("source", ["environment", "flag"])
+def test_an_endpoint_override_with_credentials_is_refused_without_repeating_it(
+    command: str, source: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The config refuses ``user:pass@`` in [cluster] endpoint, but the daemon also takes the
-    endpoint from XINFERENCE_RECONCILER_ENDPOINT (Settings.endpoint), which nothing checks; its
-    events (cluster.unreachable, auth.failed, cluster.recovered) carry the endpoint verbatim."""
-    buffer = io.StringIO()
-    configure(fmt="json", stream=buffer)
+    """The config refuses ``user:pass@`` in [cluster] endpoint; the endpoint that
+    XINFERENCE_RECONCILER_ENDPOINT or --endpoint give is refused the same way, up front, and the
+    refusal never repeats it (the daemon's events and status line would otherwise carry it)."""
     cfg = tmp_path / "config.toml"
     cfg.write_text(
         config_text("http://127.0.0.1:9997", secret_source("env", tmp_path, monkeypatch))
     )
-    daemon = _daemon(cfg, tmp_path, endpoint=f"http://{USER}:{MARKER}@{closed_port_url()}")
-    daemon.good = daemon._load()
-    daemon.run_pass({"start"})
-    assert "cluster.unreachable" in buffer.getvalue()
-    assert_clean("the daemon's events", buffer.getvalue())
-    assert_clean("the systemd status line", daemon.summary())
+    endpoint = f"http://{USER}:{MARKER}@{closed_port_url()}"
+    argv = [command, str(cfg), "--state-dir", str(tmp_path / "state")]
+    if source == "flag":
+        argv += ["--endpoint", endpoint]
+    else:
+        monkeypatch.setenv("XINFERENCE_RECONCILER_ENDPOINT", endpoint)
+    code, out, err = run(*argv)
+    assert code == (78 if command == "run" else 1), err
+    assert "credentials in the endpoint URL are not allowed; use [cluster.auth]" in err
+    assert "Traceback" not in err
+    assert_clean("the refusal", out + err)
 
 
 def test_a_secret_file_readable_by_others_gives_a_warning_without_the_secret(
