@@ -57,6 +57,19 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(self, message)
 
 
+def cmd_validate_each(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """``validate FILE...``: every file is checked and reported (pre-commit passes all the staged
+    ones at once); exit 1 when any is invalid."""
+    code = Exit.OK
+    for path in args.config:
+        try:
+            cmd_validate(argparse.Namespace(config=path), out, err)
+        except ConfigError as exc:
+            _problems(err, "invalid config", [str(p) for p in exc.problems])
+            code = Exit.ERROR
+    return code
+
+
 def _problems(err: TextIO, title: str, problems: Sequence[str]) -> None:
     err.write(f"{title} ({len(problems)} problem(s)):\n")
     for problem in problems:
@@ -71,9 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("validate", help="check a config file (exit 0 valid, 1 invalid)")
-    p.add_argument("config", help="path to config.toml")
-    p.set_defaults(func=cmd_validate)
+    p = sub.add_parser("validate", help="check config files (exit 0 all valid, 1 any invalid)")
+    p.add_argument("config", nargs="+", help="path to config.toml (several: each is checked)")
+    p.set_defaults(func=cmd_validate_each)
 
     for name, func, helptext in (
         ("plan", cmd_plan, "show what apply would do"),

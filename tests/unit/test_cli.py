@@ -38,6 +38,18 @@ def test_validate_an_invalid_file_exits_1_with_the_key_path(tmp_path: Path) -> N
     assert "Traceback" not in err
 
 
+def test_validate_checks_every_file_it_is_given(tmp_path: Path) -> None:
+    """pre-commit passes all the staged files at once: each is checked and reported."""
+    bad = tmp_path / "c.toml"
+    bad.write_text('[policy]\nmode = "sometimes"\n')
+    code, out, err = run("validate", EXAMPLE, str(bad), str(tmp_path / "missing.toml"))
+    assert code == 1
+    assert "config.example.toml: valid; 4 model(s)" in out
+    assert "policy.mode" in err
+    assert "missing.toml: file not found" in err
+    assert run("validate", EXAMPLE, EXAMPLE)[0] == 0
+
+
 def test_plan_the_example_admits_everything() -> None:
     code, out, _ = run("plan", EXAMPLE, "--observed", SNAPSHOT)
     assert code == 0
