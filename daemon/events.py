@@ -2,7 +2,12 @@
 
 JSON lines when standard error is not a terminal (journald, log shippers), readable console output
 on one. A processor removes any field whose name says it holds a secret, whatever the caller passed.
-The catalogue of event names and their fields is ``docs/events.md``.
+Every other library's ``logging`` output (and Python warnings) goes through the same renderer as a
+``library.log`` event, so standard error holds events and nothing else.
+
+The catalogue of event names, their levels and fields is ``docs/events.md``; :data:`LEVELS` is its
+level column (tests/unit/test_events_catalogue.py checks that the two agree, and that the code emits
+only catalogued events). An event's level is declared there, never derived from its name.
 """
 
 from __future__ import annotations
@@ -17,6 +22,43 @@ import structlog
 from daemon.core.naming import is_secret_name as _is_secret
 
 REDACTED = "[redacted]"
+
+LEVELS: dict[str, str] = {
+    "daemon.started": "info",
+    "daemon.start_failed": "error",
+    "daemon.stopping": "info",
+    "daemon.stopped": "info",
+    "http.listening": "info",
+    "config.loaded": "info",
+    "config.valid": "info",
+    "config.invalid": "warning",
+    "config.emptied": "warning",
+    "config.warning": "warning",
+    "drift.detected": "warning",
+    "drift.reminder": "warning",
+    "drift.resolved": "info",
+    "admission.refused": "warning",
+    "admission.reminder": "warning",
+    "admission.resolved": "info",
+    "model.registered": "info",
+    "model.registration.failed": "warning",
+    "model.launch.started": "info",
+    "model.launch.succeeded": "info",
+    "model.launch.failed": "warning",
+    "model.terminated": "info",
+    "model.terminate.failed": "warning",
+    "cluster.unreachable": "warning",
+    "cluster.recovered": "info",
+    "cluster.lease.held_elsewhere": "warning",
+    "cluster.lease.acquired": "info",
+    "cluster.lease.unsupported": "warning",
+    "auth.failed": "error",
+    "state.write_failed": "error",
+    "state.warning": "warning",
+    "pass.failed": "error",
+    "pass.finished": "info",
+    "library.log": "info",  # the library record's own level is used
+}
 
 
 def _redacted(value: Any) -> Any:
@@ -49,20 +91,58 @@ def configure(
         if use_json
         else structlog.dev.ConsoleRenderer(colors=False)
     )
+    threshold = _LEVEL_NUMBERS[level.lower()]
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        redact_secrets,
+    ]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            redact_secrets,
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[level.upper()]
-        ),
+        processors=[*shared, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(threshold),
         logger_factory=structlog.PrintLoggerFactory(file=out),
         cache_logger_on_first_use=False,
     )
+    # Every library's logging (apscheduler, watchfiles, urllib3, ...) and Python's warnings: the
+    # same JSON lines, as ``library.log`` events, at the record's own level.
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                renderer,
+            ],
+            foreign_pre_chain=[_as_library_event, *shared],
+        )
+    )
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(threshold)
+    logging.captureWarnings(False)  # (re)install: a no-op if an earlier call's hook was replaced
+    logging.captureWarnings(True)
+
+
+_LEVEL_NUMBERS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+
+
+def _as_library_event(
+    _: Any, __: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """A foreign ``logging`` record -> ``library.log`` with its logger name and message."""
+    record = event_dict.get("_record")
+    event_dict["message"] = str(event_dict.get("event", ""))[:2000]
+    event_dict["event"] = "library.log"
+    if isinstance(record, logging.LogRecord):
+        event_dict["logger"] = record.name
+    return event_dict
 
 
 class EventLogger:
@@ -77,9 +157,6 @@ class EventLogger:
         return child
 
     def __call__(self, event: str, **fields: Any) -> None:
-        level = (
-            "warning"
-            if event.endswith((".failed", ".invalid", ".refused", ".unreachable"))
-            else "info"
-        )
+        # An event missing from the catalogue is a bug (a test forbids it); make it visible.
+        level = LEVELS.get(event, "warning")
         getattr(self._log, level)(event, **fields)

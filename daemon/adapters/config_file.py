@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from daemon.adapters.json_file import JsonFileError, read_json_object
+from daemon.adapters.revision import config_revision
 from daemon.core.demand import Demand, ResolveError, resolve_model
 from daemon.core.desired import Config, FieldError, cross_field_problems
 from daemon.errors import ConfigSyntaxError, ConfigValidationError, Problem
@@ -31,6 +32,9 @@ class LoadedConfig:
     config: Config
     demands: Mapping[str, Demand]
     content_hash: str
+    # What every output names this config by: the CLI, the daemon's events, the state file
+    # (adapters/revision.py: git:<commit>, git:<commit>-dirty:<hash> or sha256:<hash>).
+    revision: str
 
 
 def read_config_bytes(path: Path) -> bytes:
@@ -187,9 +191,11 @@ def load_config(path: Path) -> LoadedConfig:
     data = read_config_bytes(path)
     document = parse_toml(data, str(path))
     config, demands = check_config(document, name=str(path), base_dir=path.parent)
+    content_hash = hashlib.sha256(data).hexdigest()[:12]
     return LoadedConfig(
         path=path,
         config=config,
         demands=demands,
-        content_hash=hashlib.sha256(data).hexdigest()[:12],
+        content_hash=content_hash,
+        revision=config_revision(path, content_hash),
     )

@@ -76,6 +76,7 @@ class ManagedEntry(_Strict):
     config_revision: str = ""
     worker: str | None = None
     claims_bytes: dict[Index, Bytes] = {}
+    loading: bool = False  # sent, not yet seen READY/ERROR: its GPUs take no other load meanwhile
 
 
 class SnapshotFile(_Strict):
@@ -139,6 +140,7 @@ def observed_from_document(doc: Any, *, name: str = "snapshot") -> ObservedState
             spec_hash=r.spec_hash,
             config_revision=r.config_revision,
             claims=MappingProxyType(_refs(r.worker, r.claims_bytes)),
+            loading=r.loading,
         )
         for r in snap.managed
     }
@@ -211,6 +213,7 @@ def observed_to_document(observed: ObservedState) -> dict[str, Any]:
                 "config_revision": r.config_revision,
                 "worker": next(iter(r.claims), GpuRef(worker="", index=0)).worker or None,
                 "claims_bytes": {str(g.index): b for g, b in sorted(r.claims.items())},
+                "loading": r.loading,
             }
             for r in sorted(observed.managed.values(), key=lambda r: r.uid)
         ],

@@ -42,6 +42,10 @@ def to_document(state: OwnershipState) -> dict[str, Any]:
                 "spec_hash": r.spec_hash,
                 "config_revision": r.config_revision,
                 "claims_bytes": {_ref_key(g): b for g, b in sorted(r.claims.items())},
+                "spec": dict(sorted(r.spec.items())),
+                "loading": r.loading,
+                "sent_at": r.sent_at,
+                "timeout_seconds": r.timeout_seconds,
             }
             for uid, r in sorted(state.records.items())
         },
@@ -58,6 +62,10 @@ def to_document(state: OwnershipState) -> dict[str, Any]:
     }
 
 
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
 def from_document(doc: Any) -> OwnershipState:
     """Parse a state document; raises ValueError (or KeyError/TypeError) on anything malformed."""
     if not isinstance(doc, dict) or doc.get("format") != STATE_FORMAT:
@@ -70,6 +78,10 @@ def from_document(doc: Any) -> OwnershipState:
             claims=MappingProxyType(
                 {_ref(k): int(v) for k, v in r.get("claims_bytes", {}).items()}
             ),
+            spec=MappingProxyType(dict(r.get("spec") or {})),
+            loading=bool(r.get("loading", False)),
+            sent_at=_optional_float(r.get("sent_at")),
+            timeout_seconds=_optional_float(r.get("timeout_seconds")),
         )
         for uid, r in doc.get("launched", {}).items()
     }

@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(
                 "--detailed-exitcode",
                 action="store_true",
-                help="exit 0 when nothing changes, 2 when there are changes or refusals, 1 on error",
+                help="exit 0 when the cluster matches the file, 2 when it does not (changes, "
+                "refusals, loading, failing, backing off, waiting), 1 on error",
             )
         else:
             p.add_argument("--width", type=int, default=60, help="bar width in characters")

@@ -36,19 +36,20 @@ def _plan_inputs(args: argparse.Namespace, err: TextIO) -> tuple[Any, Any]:
 
 def cmd_plan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from daemon.cli.render import plan_json, plan_text
+    from daemon.core.convergence import convergence
     from daemon.core.planning import plan
 
     loaded, observed = _plan_inputs(args, err)
     result = plan(loaded.config, loaded.demands, observed)
     if args.json:
         doc = plan_json(result)
-        doc["config"] = {"path": str(loaded.path), "revision": loaded.content_hash}
+        doc["config"] = {"path": str(loaded.path), "revision": loaded.revision}
         out.write(json.dumps(doc, indent=2, sort_keys=True) + "\n")
     else:
         against = args.observed or "the live cluster"
-        title = f"Plan for {loaded.path} (revision {loaded.content_hash}) against {against}"
+        title = f"Plan for {loaded.path} (revision {loaded.revision}) against {against}"
         out.write(plan_text(result, title=title) + "\n")
-    if args.detailed_exitcode and (result.has_changes or result.refused):
+    if args.detailed_exitcode and not convergence(result).converged:
         return Exit.NOT_CONVERGED
     return Exit.OK
 

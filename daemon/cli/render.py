@@ -6,6 +6,7 @@ from typing import Any
 
 from daemon.adapters.nvml import NvmlReport
 from daemon.core.admission import Refusal
+from daemon.core.convergence import Convergence, convergence
 from daemon.core.drift import State
 from daemon.core.fit import GpuBudget
 from daemon.core.observed import ObservedState
@@ -51,9 +52,13 @@ def plan_text(plan: Plan, *, title: str) -> str:
     for action in plan.deferred:
         line = _launch_line(action) if isinstance(action, Launch) else _terminate_line(action)
         lines.append(line.replace("  ", "  (next pass) ", 1))
+    for w in plan.waiting:
+        head = f"  (waits) ~ replace  {w.uid}" if w.launch is None else _launch_line(w.launch)
+        lines.append(head.replace("  ", "  (waits) ", 1) if w.launch else head)
+        lines.append(f"      {w.reason}")
     lines.extend(_refused_line(r) for r in plan.refused)
-    waiting = [s for s in plan.statuses if s.state in (State.LAUNCHING, State.TERMINATING)]
-    lines.extend(f"  . {s.state}: {s.uid}" for s in waiting)
+    busy = [s for s in plan.statuses if s.state in (State.LAUNCHING, State.TERMINATING)]
+    lines.extend(f"  . {s.state}: {s.uid}" for s in busy)
     in_sync = [s.uid for s in plan.statuses if s.state == State.IN_SYNC]
     if in_sync:
         lines.append(f"  = in sync: {', '.join(in_sync)}")
@@ -61,14 +66,30 @@ def plan_text(plan: Plan, *, title: str) -> str:
     launches = sum(isinstance(a, Launch) for a in plan.actions)
     terminations = sum(isinstance(a, Terminate) for a in plan.actions)
     summary = (
-        f"{launches} to launch, {terminations} to terminate, {len(plan.deferred)} deferred "
-        f"(max_actions_per_pass), {len(plan.refused)} refused."
+        f"{launches} to launch, {terminations} to terminate, {len(plan.waiting)} waiting for a "
+        f"load on their GPU, {len(plan.deferred)} deferred (max_actions_per_pass), "
+        f"{len(plan.refused)} refused."
     )
     if not plan.refused:
         summary += " All admitted."
+    verdict = convergence(plan)
     if not plan.has_changes and not plan.refused:
-        summary = "No changes: the cluster matches the file."
+        summary = convergence_text(verdict)
+    elif not verdict.converged and any(p.what not in _ACTION_WORDS for p in verdict.pending):
+        summary += "\n" + convergence_text(verdict)
     lines.append(summary)
+    return "\n".join(lines)
+
+
+_ACTION_WORDS = {"launch", "replace", "terminate", "deferred", "waiting", "refused"}
+
+
+def convergence_text(verdict: Convergence) -> str:
+    """The one sentence every command ends with: in sync, or what stands in the way."""
+    if verdict.converged:
+        return "No changes: the cluster matches the file."
+    lines = [f"The cluster does not match the file ({len(verdict.pending)} model(s)):"]
+    lines += [f"  {p.uid}: {p.what}: {p.reason}" for p in verdict.pending]
     return "\n".join(lines)
 
 
@@ -92,11 +113,18 @@ def _action_json(a: Launch | Terminate) -> dict[str, Any]:
 
 
 def plan_json(plan: Plan) -> dict[str, Any]:
+    verdict = convergence(plan)
     return {
         "mode": plan.mode,
         "has_changes": plan.has_changes,
+        "converged": verdict.converged,
+        "pending": [{"uid": p.uid, "what": p.what, "reason": p.reason} for p in verdict.pending],
         "actions": [_action_json(a) for a in plan.actions],
         "deferred": [_action_json(a) for a in plan.deferred],
+        "waiting": [
+            {**(_action_json(w.launch) if w.launch else {"uid": w.uid}), "waiting_for": w.reason}
+            for w in plan.waiting
+        ],
         "refused": [
             {"uid": r.uid, "reason": r.reason, "needed_bytes": r.needed_bytes} for r in plan.refused
         ],

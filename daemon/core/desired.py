@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
@@ -37,6 +38,32 @@ _RESERVED_ENGINE_ARGS = {
     "enforce_eager": "memory.enforce_eager",
 }
 MAX_GPU_GIB = 4096.0  # no GPU holds more; larger numbers are typos (and would overflow)
+
+
+def flatten(doc: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested tables -> dotted keys; lists and scalars are leaves. ``engine_args`` stays one table
+    per key below it (``engine_args.speculative_config`` is one leaf)."""
+    out: dict[str, Any] = {}
+    for key, value in doc.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value and not prefix.startswith("engine_args"):
+            out.update(flatten(value, path + "."))
+        else:
+            out[path] = value
+    return out
+
+
+def changed_keys(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """``key: old -> new`` for every flattened key whose value differs (added or removed too)."""
+    missing = object()
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key, missing), new.get(key, missing)
+        if a != b:
+            show_a = "(unset)" if a is missing else repr(a)
+            show_b = "(unset)" if b is missing else repr(b)
+            out.append(f"{key}: {show_a} -> {show_b}")
+    return out
 
 
 class FieldError(ValueError):
@@ -332,11 +359,18 @@ class ModelSpec(_Frozen):
     def on_gpu(self) -> bool:
         return self.placement.device == "gpu"
 
+    def _launch_doc(self) -> dict[str, Any]:
+        # Priority and the opt-out flags do not count: changing them must not replace a model.
+        return self.model_dump(mode="json", exclude={"priority", "protected", "unmanaged"})
+
+    def launch_spec(self) -> dict[str, Any]:
+        """What would be launched, flattened to dotted keys (``memory.max_model_len``)."""
+        return flatten(self._launch_doc())
+
     def spec_hash(self) -> str:
-        """Identity of what would be launched. Priority and the opt-out flags do not count: changing
-        them must not replace a running model."""
-        launch = self.model_dump(mode="json", exclude={"priority", "protected", "unmanaged"})
-        text = json.dumps(launch, sort_keys=True, separators=(",", ":"))
+        """Identity of what would be launched. Unchanged across versions of this tool (state files
+        keep it): a new hash would read as "changed" and replace every running model."""
+        text = json.dumps(self._launch_doc(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

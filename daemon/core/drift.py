@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from daemon.core.desired import ModelSpec
+from daemon.core.desired import ModelSpec, changed_keys
 from daemon.core.naming import sizes_equal
 from daemon.core.observed import (
     ERROR,
@@ -124,9 +124,10 @@ def model_status(uid: str, spec: ModelSpec, observed: ObservedState) -> ModelSta
         )
     reasons = differences(spec, running)
     if record is not None and record.spec_hash != spec.spec_hash():
-        reasons.append(
-            f"spec changed in the file (launched {record.spec_hash}, now {spec.spec_hash()})"
-        )
+        keys = changed_keys(record.spec, spec.launch_spec()) if record.spec else []
+        reasons += [f"changed in the file: {k}" for k in keys] or [
+            "changed in the file (launched before this tool recorded specs; keys unknown)"
+        ]
     if reasons:
         return ModelStatus(uid=uid, state=State.CHANGED, reasons=tuple(reasons), managed=managed)
     return ModelStatus(uid=uid, state=State.IN_SYNC, managed=managed)

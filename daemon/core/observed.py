@@ -97,14 +97,15 @@ class RunningModel:
 class ObservedState:
     """The whole observed cluster plus this tool's own records.
 
-    ``backing_off`` names models whose failed launch may not be retried yet (the shell owns the clock
-    and decides; the planner only obeys).
+    ``backing_off`` names models whose failed launch may not be retried yet, ``timed_out`` loads past
+    their deadline (the shell owns the clock and decides; the planner only obeys).
     """
 
     workers: tuple[Worker, ...] = ()
     models: tuple[RunningModel, ...] = ()
     managed: Mapping[str, LaunchRecord] = field(default_factory=lambda: MappingProxyType({}))
     backing_off: frozenset[str] = frozenset()
+    timed_out: frozenset[str] = frozenset()  # loads past their deadline (core/lifecycle.py)
 
     @property
     def gpus(self) -> tuple[GpuSnapshot, ...]:

@@ -25,7 +25,14 @@ from daemon.core.desired import Config
 from daemon.core.drift import ModelStatus, State, detect_drift
 from daemon.core.engines import FRACTION_ENGINES
 from daemon.core.fit import GpuBudget, gpu_budgets
-from daemon.core.observed import GpuRef, GpuSnapshot, ObservedState, RunningModel
+from daemon.core.observed import (
+    ERROR,
+    IN_PROGRESS,
+    GpuRef,
+    GpuSnapshot,
+    ObservedState,
+    RunningModel,
+)
 from daemon.core.units import GiB
 
 
@@ -56,6 +63,17 @@ Action = Terminate | Launch
 
 
 @dataclass(frozen=True, kw_only=True)
+class Waiting:
+    """A launch that is admitted but not sent this pass: another launch is loading on one of its
+    GPUs (two engines profiling one GPU at once corrupt each other's measurements). A later pass
+    sends it once that load is READY, failed or gone."""
+
+    uid: str
+    reason: str
+    launch: Launch | None  # None: a replacement held back before it was placed
+
+
+@dataclass(frozen=True, kw_only=True)
 class Plan:
     mode: str
     actions: tuple[Action, ...]
@@ -65,10 +83,19 @@ class Plan:
     budgets: tuple[GpuBudget, ...]
     notes: tuple[str, ...] = ()
     placements: Mapping[str, Placement] = field(default_factory=lambda: MappingProxyType({}))
+    waiting: tuple[Waiting, ...] = ()
+    # Desired models whose drift this plan leaves alone, and why (backing off, protected, unmanaged).
+    left_alone: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def has_changes(self) -> bool:
-        return bool(self.actions or self.deferred)
+        return bool(self.actions or self.deferred or self.waiting)
+
+    @property
+    def admitted(self) -> tuple[Launch, ...]:
+        """Every launch admission placed: sent this pass, deferred, or waiting for its GPU."""
+        sent = (a for a in (*self.actions, *self.deferred) if isinstance(a, Launch))
+        return (*sent, *(w.launch for w in self.waiting if w.launch is not None))
 
 
 def _limit(gpu: GpuSnapshot, config: Config) -> int:
@@ -90,8 +117,12 @@ def _attribution(
 
     An instance that differs from the file (or is not in it) and that nobody reports on stays in
     "used outside the plan": terminating it is then not counted as freeing anything, which is the
-    safe side (the next pass sees what was really freed).
+    safe side (the next pass sees what was really freed). A loading instance nobody recorded (a
+    foreign launch, or ours before a restart lost the record) is counted by its estimate when the
+    file describes it: it will grow to that, whatever it holds now.
     """
+    if running.status == ERROR:
+        return 0  # a failed instance's process is gone: it holds nothing (used_bytes agrees)
     if ref in running.gpu_memory:
         return running.gpu_memory[ref]
     record = observed.managed.get(running.uid)
@@ -217,11 +248,11 @@ def _wanted(
     statuses: tuple[ModelStatus, ...],
     demands: Mapping[str, Demand],
     observed: ObservedState,
-    notes: list[str],
+    left_alone: dict[str, str],
 ) -> dict[str, tuple[Demand, str, bool]]:
     """Desired models to launch this pass: uid -> (demand, reason, replaces a running instance).
 
-    Appends to ``notes`` why drift is left alone (unmanaged, protected, backing off).
+    Fills ``left_alone`` with the drift this pass leaves alone, and why (unmanaged, protected, backing off).
     """
     wanted: dict[str, tuple[Demand, str, bool]] = {}
     for s in statuses:
@@ -229,15 +260,15 @@ def _wanted(
             continue
         spec = demands[s.uid].spec
         if spec.unmanaged and s.is_drift:
-            notes.append(f"{s.uid}: {s.state} but unmanaged; reported only")
+            left_alone[s.uid] = f"{s.state} but unmanaged; reported only"
         elif s.state in (State.MISSING, State.FAILED) and s.uid in observed.backing_off:
-            notes.append(f"{s.uid}: launch failed; next retry after its backoff")
+            left_alone[s.uid] = "launch failed; next retry after its backoff"
         elif s.state == State.MISSING:
             wanted[s.uid] = (demands[s.uid], "missing", False)
         elif s.state == State.FAILED:
             wanted[s.uid] = (demands[s.uid], f"retry after failure: {s.reasons[0]}", False)
         elif s.state == State.CHANGED and spec.protected:
-            notes.append(f"{s.uid}: changed but protected; not replaced ({'; '.join(s.reasons)})")
+            left_alone[s.uid] = f"changed but protected; not replaced ({'; '.join(s.reasons)})"
         elif s.state == State.CHANGED:
             wanted[s.uid] = (demands[s.uid], "replace: " + "; ".join(s.reasons), True)
     return wanted
@@ -256,15 +287,26 @@ def plan(
     """
     statuses = detect_drift(config.models, observed)
     terminations, notes = _surplus_terminations(config, statuses, observed)
-    wanted = _wanted(statuses, demands, observed, notes)
+    left_alone: dict[str, str] = {}
+    wanted = _wanted(statuses, demands, observed, left_alone)
+    notes += [f"{uid}: {why}" for uid, why in sorted(left_alone.items())]
 
-    # Replacements free their old memory only if the new spec is admitted. A refused replacement
-    # leaves the old instance running (it is not terminated, nor launched again later in this
-    # pass); admit again without it until nothing more is refused.
+    # Replacements free their old memory only if the new spec is admitted and sent this pass. A
+    # refused replacement, or one that must wait for a load on its GPU, leaves the old instance
+    # running (it is not terminated, nor launched again later in this pass): admit again without
+    # it until nothing more changes.
+    held_back = _hold_back_replacements(wanted, observed)
     replacing = {uid for uid, (_, _, rep) in wanted.items() if rep}
-    surplus_gone = frozenset(t.uid for t in terminations)
-    in_sync = {s.uid for s in statuses if s.state == State.IN_SYNC}
-    estimable = {uid: d for uid, d in demands.items() if uid in in_sync}
+    holding = {s.uid for s in statuses if s.state in (State.IN_SYNC, State.LAUNCHING)}
+    estimable = {uid: d for uid, d in demands.items() if uid in holding}
+    timed_out = [
+        Terminate(
+            uid=uid, reason="not READY by its deadline (launch_timeout_seconds)", managed=True
+        )
+        for uid in sorted(observed.timed_out)
+        if observed.model(uid) is not None
+    ]
+    surplus_gone = frozenset(t.uid for t in (*terminations, *timed_out))
     kept: list[Refusal] = []
     while True:
         caps, held = _capacities(config, observed, estimable, surplus_gone | replacing)
@@ -272,24 +314,36 @@ def plan(
             [d for d, _, _ in wanted.values()], caps, observed.workers, search_budget=search_budget
         )
         refused_replacements = [r for r in admission.refused if r.uid in replacing]
-        if not refused_replacements:
-            break
         for refusal in refused_replacements:
             kept.append(refusal)
             replacing.discard(refusal.uid)
             del wanted[refusal.uid]
+        if refused_replacements:
+            continue
+        placements = {p.uid: p for p in admission.placements}
+        launches = [
+            _launch(wanted[uid][0], placements[uid], reason=wanted[uid][1], replaces=wanted[uid][2])
+            for uid in sorted(placements, key=lambda u: precedence(wanted[u][0]))
+        ]
+        launches, waiting = _one_load_per_gpu(launches, observed)
+        waiting_replacements = [w for w in waiting if w.uid in replacing]
+        for w in waiting_replacements:
+            held_back.append(w)
+            replacing.discard(w.uid)
+            del wanted[w.uid]
+        if not waiting_replacements:
+            break
     refused = tuple(sorted((*admission.refused, *kept), key=lambda r: r.uid))
-
-    placements = {p.uid: p for p in admission.placements}
-    launches = [
-        _launch(wanted[uid][0], placements[uid], reason=wanted[uid][1], replaces=wanted[uid][2])
-        for uid in sorted(placements, key=lambda u: precedence(wanted[u][0]))
-    ]
+    waiting = sorted((*waiting, *held_back), key=lambda w: w.uid)
     replace_terms = [
         Terminate(uid=uid, reason="replaced by the new spec", managed=uid in observed.managed)
         for uid in sorted(replacing)
     ]
-    ordered: list[Action] = [*sorted(terminations, key=lambda t: t.uid), *replace_terms, *launches]
+    ordered: list[Action] = [
+        *sorted((*terminations, *timed_out), key=lambda t: t.uid),
+        *replace_terms,
+        *launches,
+    ]
     cap = config.policy.max_actions_per_pass
     budgets = gpu_budgets(
         observed=observed,
@@ -308,4 +362,76 @@ def plan(
         budgets=budgets,
         notes=tuple(notes),
         placements=MappingProxyType(placements),
+        waiting=tuple(waiting),
+        left_alone=MappingProxyType(left_alone),
     )
+
+
+def loading_gpus(observed: ObservedState) -> dict[GpuRef, str]:
+    """GPU -> the uid loading on it: every instance the server shows in progress, and every launch
+    this tool sent that no pass has seen finish (it may not be listed with its GPUs yet). A load
+    past its deadline is being terminated and no longer blocks its GPUs."""
+    busy: dict[GpuRef, str] = {}
+    for m in sorted(observed.models, key=lambda m: m.uid):
+        if m.status in IN_PROGRESS and m.uid not in observed.timed_out:
+            for ref in m.gpu_refs:
+                busy.setdefault(ref, m.uid)
+    for uid, record in sorted(observed.managed.items()):
+        if record.loading and uid not in observed.timed_out:
+            for ref in record.claims:
+                busy.setdefault(ref, uid)
+    return busy
+
+
+def _hold_back_replacements(
+    wanted: dict[str, tuple[Demand, str, bool]], observed: ObservedState
+) -> list[Waiting]:
+    """Replacements that cannot go this pass, taken out of ``wanted`` before admission so that
+    their old instance keeps serving and keeps its memory: one whose GPUs have a load in progress,
+    and all but the first (by precedence) of those that share a GPU."""
+    busy = loading_gpus(observed)
+    held: list[Waiting] = []
+    replacing = sorted((d for d, _, rep in wanted.values() if rep), key=precedence)
+    for demand in replacing:
+        running = observed.model(demand.uid)
+        refs = sorted(running.gpu_refs) if running is not None else []
+        blocked = [ref for ref in refs if ref in busy]
+        if blocked:
+            ref = blocked[0]
+            verb = "is loading" if busy[ref] not in wanted else "is replaced first"
+            held.append(
+                Waiting(uid=demand.uid, reason=f"waiting: {busy[ref]} {verb} on {ref}", launch=None)
+            )
+            del wanted[demand.uid]
+            continue
+        for ref in refs:
+            busy[ref] = demand.uid
+    return held
+
+
+def _one_load_per_gpu(
+    launches: list[Launch], observed: ObservedState
+) -> tuple[list[Launch], list[Waiting]]:
+    """Launches that may be sent now, and those that wait: at most one load runs on a GPU at a
+    time, across passes and restarts (the loads in progress come from the observation and the
+    state file, not from this pass's memory). Replacements go first: they restore a model the
+    file describes, and the memory their old instance frees is what others were admitted into."""
+    busy = loading_gpus(observed)
+    sent: list[Launch] = []
+    waiting: list[Waiting] = []
+    for launch in sorted(launches, key=lambda a: not a.replaces):  # stable: precedence kept
+        blocked = sorted(ref for ref in launch.claims if ref in busy)
+        if blocked:
+            ref = blocked[0]
+            now_loading = busy[ref] not in {s.uid for s in sent}
+            why = (
+                f"waiting: {busy[ref]} is loading on {ref}"
+                if now_loading
+                else f"waiting: {busy[ref]} is launched first on {ref} (one load per GPU at a time)"
+            )
+            waiting.append(Waiting(uid=launch.uid, reason=why, launch=launch))
+            continue
+        sent.append(launch)
+        for ref in launch.claims:
+            busy[ref] = launch.uid
+    return sent, waiting

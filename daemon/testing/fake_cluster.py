@@ -38,7 +38,8 @@ class FakeCluster:
     """An in-memory Xinference that behaves like the real 4.1.0 server where the reconciler can tell
     (the contract suite in tests/contract runs against both):
 
-    - a launch answers at once; the instance is CREATING for ``polls_to_ready`` polls, then READY;
+    - a launch answers at once; the instance is CREATING for ``polls_to_ready`` observations (or
+      instance_state polls), then READY; ``hang`` keeps the listed uids CREATING for ever;
     - an unknown model name, or a uid scripted in ``fail``, ends in ERROR with a message;
     - an ERROR instance cannot be terminated ("not found") but its uid can be launched again;
     - a live uid cannot be launched twice; ``worker_ip`` must name a worker (cluster mode);
@@ -62,6 +63,7 @@ class FakeCluster:
         self.polls_to_ready = polls_to_ready
         self.local_mode = local_mode
         self.fail: dict[str, str] = {}
+        self.hang: set[str] = set()
         self.down = False
         self.calls = 0
         self.log: list[tuple[str, str]] = []
@@ -82,8 +84,17 @@ class FakeCluster:
                     used[ref] = used.get(ref, 0) + held
         return used
 
+    def _progress(self, inst: FakeInstance) -> None:
+        """One look at a loading instance brings it one step nearer READY."""
+        if inst.status == "CREATING" and inst.uid not in self.hang:
+            inst.polls_left -= 1
+            if inst.polls_left <= 0:
+                inst.status = "READY"
+
     def observe(self) -> tuple[tuple[Worker, ...], tuple[RunningModel, ...]]:
         self._call("observe")
+        for inst in self.instances.values():
+            self._progress(inst)
         used = self._used()
         workers = tuple(
             Worker(
@@ -157,10 +168,7 @@ class FakeCluster:
         inst = self.instances.get(uid)
         if inst is None:
             return None
-        if inst.status == "CREATING":
-            inst.polls_left -= 1
-            if inst.polls_left <= 0:
-                inst.status = "READY"
+        self._progress(inst)
         return FakeInstanceState(status=inst.status, error_message=inst.error_message)
 
     def terminate(self, uid: str) -> bool:

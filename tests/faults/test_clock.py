@@ -72,7 +72,7 @@ class Rig:
             notifier=Notifier(environ={}),
             clock=clock,
         )
-        self.daemon.good = self.daemon._load()
+        self.daemon.load()
 
     def run(self) -> None:
         report = self.daemon.run_pass({"resync"})
