@@ -104,7 +104,7 @@ def configure(
         logger_factory=structlog.PrintLoggerFactory(file=out),
         cache_logger_on_first_use=False,
     )
-    # Every library's logging (apscheduler, watchfiles, urllib3, ...) and Python's warnings: the
+    # Every library's logging (watchfiles, urllib3, ...) and Python's warnings: the
     # same JSON lines, as ``library.log`` events, at the record's own level.
     handler = logging.StreamHandler(out)
     handler.setFormatter(
