@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from daemon.core import catalogue
@@ -62,6 +62,10 @@ class Demand:
     architecture: Architecture | None
     weights_per_gpu: int | None  # None: a fixed estimate_gib replaces the estimator
     gpus_needed: int  # GPUs on one worker: gpus x replicas (0 for CPU models)
+    # What the engine proved the estimate missed, per GPU (core/corrections.py): added to the
+    # overhead the engine takes before its KV cache. Never negative: memory errs on the safe side.
+    correction_bytes: int = 0
+    correction_source: str | None = None  # where the correction was measured, for plan and fit
 
     @property
     def tensor_parallel_size(self) -> int:
@@ -189,7 +193,7 @@ def footprint_of(demand: Demand) -> Footprint | None:
     if demand.architecture is None or demand.weights_per_gpu is None:
         return None
     kv_dtype = 1 if demand.spec.memory.kv_cache_dtype.startswith("fp8") else None
-    return estimate_footprint(
+    fp = estimate_footprint(
         demand.architecture,
         engine=demand.spec.model_engine or "",
         weights=demand.weights_per_gpu,
@@ -197,6 +201,9 @@ def footprint_of(demand: Demand) -> Footprint | None:
         kv_dtype_bytes=kv_dtype,
         limits=engine_limits(demand),
     )
+    if demand.correction_bytes > 0:
+        fp = replace(fp, correction_bytes=demand.correction_bytes)
+    return fp
 
 
 def wanted_context(demand: Demand) -> int:

@@ -256,6 +256,9 @@ class Footprint:
     non_torch_bytes: int
     cuda_graph_bytes: int
     cuda_context_bytes: int
+    # Measured by the engine on this model, GPU model and engine version (core/corrections.py):
+    # what the terms above missed. Counted inside the engine's budget, before the KV cache.
+    correction_bytes: int = 0
 
     @property
     def kv_bytes_per_token(self) -> int:
@@ -263,7 +266,7 @@ class Footprint:
 
     @property
     def budgeted_overhead_bytes(self) -> int:
-        return self.activation_bytes + self.non_torch_bytes
+        return self.activation_bytes + self.non_torch_bytes + self.correction_bytes
 
     @property
     def outside_budget_bytes(self) -> int:
