@@ -46,6 +46,8 @@ LEVELS: dict[str, str] = {
     "model.launch.succeeded": "info",
     "model.launch.failed": "warning",
     "model.terminated": "info",
+    "estimate.corrected": "warning",
+    "memory.overrun": "warning",
     "model.terminate.failed": "warning",
     "cluster.unreachable": "warning",
     "cluster.recovered": "info",

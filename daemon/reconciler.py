@@ -21,17 +21,27 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 from typing import Any
 
 from daemon.core.convergence import Convergence, convergence
+from daemon.core.corrections import (
+    ENGINE_CORE_WRAPPER,
+    Correction,
+    corrected,
+    latest_finding,
+    learn,
+    overrun,
+    parse_engine_error,
+)
 from daemon.core.custom import registration_digest, registration_json
-from daemon.core.demand import Demand
+from daemon.core.demand import Demand, claim_on
 from daemon.core.desired import Config
 from daemon.core.lifecycle import Outcome, Settlement, settle
-from daemon.core.observed import ObservedState
+from daemon.core.observed import READY, GpuRef, GpuSnapshot, ObservedState, RunningModel, Worker
 from daemon.core.ownership import LaunchRecord, OwnershipState
-from daemon.core.planning import Launch, Plan, Terminate, plan
-from daemon.core.retry import FailureRecord, backing_off, record_failure
+from daemon.core.planning import Launch, Plan, Terminate, args_digest, plan
+from daemon.core.retry import FailureRecord, backing_off, record_failure, retry_if_changed
 from daemon.errors import ClusterError, PermanentClusterError, ReconcilerError, StateError
 from daemon.ports import ClusterPort, EventSink, StateStorePort
 
@@ -58,6 +68,7 @@ class PassReport:
     plan: Plan
     observed: ObservedState
     settlement: Settlement
+    learned: tuple[Learned, ...] = ()
     results: tuple[ActionResult, ...] = ()
     acted: bool = False
     aborted: str | None = None  # why acting was refused (apply: the cluster moved)
@@ -252,6 +263,7 @@ def _send(
         spec_hash=launch.spec_hash,
         config_revision=opts.config_revision,
         claims=launch.claims,
+        launch_args=launch.launch_args,
         spec=demand.spec.launch_spec(),
         loading=True,
         sent_at=opts.clock(),
@@ -379,13 +391,26 @@ def observe(
     config: Config,
     *,
     now: float,
+    demands: Mapping[str, Demand] | None = None,
     elapsed: Mapping[str, float] | None = None,
-) -> tuple[ObservedState, Settlement]:
+) -> tuple[ObservedState, Settlement, tuple[Learned, ...]]:
     """The cluster as the planner sees it: what the server shows, with this tool's records after
-    settling the launches in progress (failures of models no longer in the file are dropped)."""
+    settling the launches in progress (failures of models no longer in the file are dropped), and
+    what the engine's memory failures and READY models' real memory taught (with ``demands``)."""
     workers, models = cluster.observe()
     settlement = settle(state, models, elapsed=elapsed or {}, now=now)
     settled = settlement.state.keeping_failures_of(config.models)
+    learned: tuple[Learned, ...] = ()
+    if demands is not None:
+        settled, learned = _learn(
+            settled,
+            settlement,
+            workers=workers,
+            models=models,
+            demands=demands,
+            cluster=cluster,
+            now=now,
+        )
     hashes = {uid: spec.spec_hash() for uid, spec in config.models.items()}
     observed = ObservedState(
         workers=workers,
@@ -393,8 +418,150 @@ def observe(
         managed=settled.records,
         backing_off=backing_off(settled.failures, hashes, now),
         timed_out=settlement.timed_out,
+        retry_if_changed=MappingProxyType(retry_if_changed(settled.failures, hashes, now)),
     )
-    return observed, replace(settlement, state=settled)
+    return observed, replace(settlement, state=settled), learned
+
+
+@dataclass(frozen=True, kw_only=True)
+class Learned:
+    """A correction this pass learned, with the claim before and after it (per GPU)."""
+
+    uid: str
+    correction: Correction
+    before_bytes: int
+    after_bytes: int | None  # None: the corrected model no longer fits any GPU of that size
+    overrun: bool = False
+
+
+def _gpus(workers: tuple[Worker, ...]) -> dict[GpuRef, GpuSnapshot]:
+    return {g.ref: g for w in workers for g in w.gpus}
+
+
+def _learn(
+    state: OwnershipState,
+    settlement: Settlement,
+    *,
+    workers: tuple[Worker, ...],
+    models: tuple[RunningModel, ...],
+    demands: Mapping[str, Demand],
+    cluster: ClusterPort,
+    now: float,
+) -> tuple[OwnershipState, tuple[Learned, ...]]:
+    gpus = _gpus(workers)
+    current = corrected(demands, state.corrections)
+    learned: list[Learned] = []
+    for outcome in settlement.outcomes:
+        record = state.records.get(outcome.uid)
+        demand = current.get(outcome.uid)
+        if outcome.result != "failed" or record is None or demand is None or not record.claims:
+            continue
+        message = outcome.error
+        finding = parse_engine_error(message)
+        if finding is None and message and ENGINE_CORE_WRAPPER in message:
+            worker = next(iter(record.claims)).worker
+            finding = latest_finding(cluster.engine_log(worker))  # V1: the cause is only logged
+        if finding is None:
+            continue
+        ref, claim = max(record.claims.items(), key=lambda kv: kv[1])
+        gpu = gpus.get(ref)
+        total = gpu.total_bytes if gpu is not None else 0
+        correction = learn(
+            finding,
+            demand=demand,
+            launch_args=record.launch_args,
+            gpu_total_bytes=total,
+            claim_bytes=claim,
+            now=now,
+            gpu_name=gpu.name if gpu is not None else "",
+            previous=state.corrections.get(demand.spec.memory_key()),
+        )
+        state = state.with_correction(correction)
+        failure = state.failures.get(outcome.uid)
+        if failure is not None:  # retry at once, but only with other arguments
+            digest = args_digest(record.launch_args)
+            state = state.with_failure(replace(failure, args_digest=digest))
+        learned.append(
+            _learned(
+                outcome.uid, correction, demands=demands, state=state, before=claim, total=total
+            )
+        )
+    for running in models:
+        record = state.records.get(running.uid)
+        demand = current.get(running.uid)
+        if running.status != READY or record is None or record.loading or demand is None:
+            continue
+        for ref, held in sorted(running.gpu_memory.items()):
+            claimed = record.claims.get(ref)
+            if claimed is None:
+                continue
+            previous = state.corrections.get(demand.spec.memory_key())
+            found = overrun(
+                demand=demand,
+                held_bytes=held,
+                claim_bytes=claimed,
+                now=now,
+                gpu_name=gpus[ref].name if ref in gpus else "",
+                previous=previous,
+            )
+            if found is not None and (previous is None or found.extra_bytes > previous.extra_bytes):
+                state = state.with_correction(found)
+                total = gpus[ref].total_bytes if ref in gpus else 0
+                learned.append(
+                    _learned(
+                        running.uid,
+                        found,
+                        demands=demands,
+                        state=state,
+                        before=claimed,
+                        total=total,
+                        overrun=True,
+                    )
+                )
+            break
+    return state, tuple(learned)
+
+
+def _learned(
+    uid: str,
+    correction: Correction,
+    *,
+    demands: Mapping[str, Demand],
+    state: OwnershipState,
+    before: int,
+    total: int,
+    overrun: bool = False,
+) -> Learned:
+    after_demand = corrected(demands, state.corrections)[uid]
+    claim = claim_on(after_demand, total) if total > 0 else None
+    after = None if claim is None or claim.impossible else claim.bytes
+    return Learned(
+        uid=uid, correction=correction, before_bytes=before, after_bytes=after, overrun=overrun
+    )
+
+
+def _report_learned(learned: tuple[Learned, ...], events: EventSink) -> None:
+    for item in learned:
+        c = item.correction
+        if item.overrun:
+            events(
+                "memory.overrun",
+                uid=item.uid,
+                kind=c.kind,
+                extra_bytes=c.extra_bytes,
+                before_bytes=item.before_bytes,
+                after_bytes=item.after_bytes,
+                evidence=c.evidence,
+            )
+        events(
+            "estimate.corrected",
+            uid=item.uid,
+            kind=c.kind,
+            extra_bytes=c.extra_bytes,
+            before_bytes=item.before_bytes,
+            after_bytes=item.after_bytes,
+            evidence=c.evidence,
+        )
 
 
 def reconcile_once(
@@ -410,8 +577,11 @@ def reconcile_once(
     loaded = store.load()
     warnings = [loaded.problem] if loaded.problem else []
     now = opts.clock()
-    observed, settlement = observe(cluster, loaded, config, now=now, elapsed=_elapsed(loaded, opts))
+    observed, settlement, learned = observe(
+        cluster, loaded, config, now=now, demands=demands, elapsed=_elapsed(loaded, opts)
+    )
     state = settlement.state
+    demands = corrected(demands, state.corrections)  # what the engine measured wins
     result = plan(config, demands, observed)
     acting = opts.act and config.policy.mode == "enforce"
     ledger = _Ledger(store, state, opts.events)
@@ -419,6 +589,7 @@ def reconcile_once(
         if state != loaded:
             ledger.save()
         _report_settled(settlement.outcomes, opts.events, now)
+        _report_learned(learned, opts.events)
     # Drift and refusal notices are the caller's (on_plan): the daemon reports each once.
     opts.on_plan(result)
     aborted = opts.approve(result) if acting and result.actions else None
@@ -432,6 +603,7 @@ def reconcile_once(
         plan=result,
         observed=observed,
         settlement=settlement,
+        learned=learned,
         results=tuple(results),
         acted=acted,
         aborted=aborted,

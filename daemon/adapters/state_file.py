@@ -16,6 +16,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from daemon.core.corrections import KINDS, Correction
 from daemon.core.observed import GpuRef
 from daemon.core.ownership import LaunchRecord, OwnershipState
 from daemon.core.retry import FailureRecord
@@ -46,6 +47,7 @@ def to_document(state: OwnershipState) -> dict[str, Any]:
                 "loading": r.loading,
                 "sent_at": r.sent_at,
                 "timeout_seconds": r.timeout_seconds,
+                "launch_args": dict(r.launch_args),
             }
             for uid, r in sorted(state.records.items())
         },
@@ -55,11 +57,46 @@ def to_document(state: OwnershipState) -> dict[str, Any]:
                 "attempts": f.attempts,
                 "last_error": f.last_error,
                 "next_retry_at": f.next_retry_at,
+                "args_digest": f.args_digest,
             }
             for uid, f in sorted(state.failures.items())
         },
+        "corrections": {
+            key: {
+                "model": c.model,
+                "kind": c.kind,
+                "extra_bytes": c.extra_bytes,
+                "estimated_bytes": c.estimated_bytes,
+                "evidence": c.evidence,
+                "gpu_name": c.gpu_name,
+                "engine_version": c.engine_version,
+                "learned_at": c.learned_at,
+            }
+            for key, c in sorted(state.corrections.items())
+        },
         "registrations": dict(sorted(state.registrations.items())),
     }
+
+
+def correction_from_document(key: str, c: Any) -> Correction:
+    """One correction from the state file or a calibration ledger (ValueError/KeyError if bad)."""
+    kind = str(c["kind"])
+    if kind not in KINDS:
+        raise ValueError(f"unknown correction kind {kind!r}")
+    extra = int(c["extra_bytes"])
+    if extra < 0:
+        raise ValueError("extra_bytes must not be negative (corrections only add memory)")
+    return Correction(
+        key=key,
+        model=str(c.get("model", "")),
+        kind=kind,  # type: ignore[arg-type]  # checked against KINDS above
+        extra_bytes=extra,
+        estimated_bytes=int(c.get("estimated_bytes", 0)),
+        evidence=str(c.get("evidence", "")),
+        gpu_name=str(c.get("gpu_name", "")),
+        engine_version=None if c.get("engine_version") is None else str(c["engine_version"]),
+        learned_at=float(c.get("learned_at", 0.0)),
+    )
 
 
 def _optional_float(value: Any) -> float | None:
@@ -82,6 +119,7 @@ def from_document(doc: Any) -> OwnershipState:
             loading=bool(r.get("loading", False)),
             sent_at=_optional_float(r.get("sent_at")),
             timeout_seconds=_optional_float(r.get("timeout_seconds")),
+            launch_args=MappingProxyType(dict(r.get("launch_args") or {})),
         )
         for uid, r in doc.get("launched", {}).items()
     }
@@ -92,14 +130,20 @@ def from_document(doc: Any) -> OwnershipState:
             attempts=int(f["attempts"]),
             last_error=str(f.get("last_error", "")),
             next_retry_at=float(f["next_retry_at"]),
+            args_digest=f.get("args_digest"),
         )
         for uid, f in doc.get("failures", {}).items()
+    }
+    corrections = {
+        str(key): correction_from_document(str(key), c)
+        for key, c in doc.get("corrections", {}).items()
     }
     registrations = {str(k): str(v) for k, v in doc.get("registrations", {}).items()}
     return OwnershipState(
         records=MappingProxyType(records),
         failures=MappingProxyType(failures),
         registrations=MappingProxyType(registrations),
+        corrections=MappingProxyType(corrections),
     )
 
 

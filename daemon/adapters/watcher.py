@@ -57,12 +57,18 @@ class ConfigWatcher:
         self._thread.join(timeout)
 
     def _run(self) -> None:
+        target = _target(self.config)
         while not self._stop.is_set():
             dirs, names = _watched(self.config)
             if not dirs:  # the directory itself is gone: look again shortly
                 self._stop.wait(1.0)
                 continue
-            target = _target(self.config)
+            # Compared with what the previous watch last saw: a swap while the watch was being
+            # re-established (right after the last one) is not lost.
+            now_target = _target(self.config)
+            if now_target != target:
+                self.on_change()
+            target = now_target
             for changes in watchfiles.watch(
                 *dirs,
                 stop_event=self._stop,
@@ -71,7 +77,8 @@ class ConfigWatcher:
                 yield_on_timeout=True,
                 raise_interrupt=False,
             ):
-                moved = _target(self.config) != target
+                now_target = _target(self.config)
+                moved, target = now_target != target, now_target
                 if moved or any(path in names for _, path in changes):
                     self.on_change()
                 if moved or _watched(self.config) != (dirs, names):

@@ -43,6 +43,7 @@ from daemon.errors import (
 # Refresh an access token this long before it expires, or after three quarters of its life when
 # tokens are short-lived (XINFERENCE_ACCESS_TOKEN_EXPIRE_MINUTES may be 1).
 TOKEN_REFRESH_MARGIN_SECONDS = 120.0
+LOG_TAIL_CHARS = 65536  # enough for the last start-up failures of a worker
 _ACTOR_PREFIX = re.compile(r"^\[address=[^\]]*\]\s*")
 # How the 4.1.0 server says it does not know a uid or a name (HTTP 400, not 404): "Model not found
 # in the model list, uid: X", "Model not found, name: X", "Embedding model X not found". The only
@@ -271,6 +272,17 @@ class XinferenceAdapter:
                 return InstanceState(
                     status=_instance_status(item), error_message=_instance_error(item)
                 )
+        return None
+
+    def engine_log(self, worker: str) -> str | None:
+        """The tail of a worker's runtime log (``GET /v1/cluster/runtime-logs``): vLLM V1 prints
+        why its engine failed there, while the launch's error says only that it failed."""
+        try:
+            answer = self.request("GET", "/v1/cluster/runtime-logs", params={"source": worker})
+        except ClusterError:
+            return None  # older servers, or no permission: the wrapper message is all there is
+        if isinstance(answer, dict) and isinstance(answer.get("text"), str):
+            return str(answer["text"])[-LOG_TAIL_CHARS:]
         return None
 
     def registration(self, model_type: str, name: str) -> dict[str, Any] | None:

@@ -59,7 +59,9 @@ def live_observed(loaded: LoadedConfig, args: argparse.Namespace, err: TextIO) -
     state = state_store(args).load()
     if state.problem:
         err.write(f"warning: {state.problem}\n")
-    observed, _ = observe(adapter, state, loaded.config, now=time.time(), elapsed=_elapsed(state))
+    observed, _, _ = observe(
+        adapter, state, loaded.config, now=time.time(), elapsed=_elapsed(state)
+    )
     return observed
 
 

@@ -367,6 +367,32 @@ class ModelSpec(_Frozen):
         """What would be launched, flattened to dotted keys (``memory.max_model_len``)."""
         return flatten(self._launch_doc())
 
+    def memory_key(self) -> str:
+        """Identity of what shapes this model's memory apart from its KV cache: what the engine
+        loads and how it profiles (model, engine, format, size, quantization, architecture, GPUs
+        per replica, KV dtype, batch limits). Context length, concurrent sequences, utilization and
+        placement are left out: what the engine measured for one of them holds for the others."""
+        doc = self._launch_doc()
+        memory = {
+            k: v
+            for k, v in doc["memory"].items()
+            if k in ("kv_cache_dtype", "max_num_batched_tokens", "max_num_seqs", "enforce_eager")
+        }
+        keep = {
+            "model_name": doc["model_name"],
+            "model_type": doc["model_type"],
+            "model_engine": doc["model_engine"],
+            "model_format": doc["model_format"],
+            "model_size_in_billions": doc["model_size_in_billions"],
+            "quantization": doc["quantization"],
+            "architecture": doc["architecture"],
+            "gpus": doc["placement"]["gpus"],
+            "memory": memory,
+            "engine_args": doc["engine_args"],
+        }
+        text = json.dumps(keep, sort_keys=True, separators=(",", ":"))
+        return "m-" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
     def spec_hash(self) -> str:
         """Identity of what would be launched. Unchanged across versions of this tool (state files
         keep it): a new hash would read as "changed" and replace every running model."""

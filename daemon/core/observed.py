@@ -106,6 +106,9 @@ class ObservedState:
     managed: Mapping[str, LaunchRecord] = field(default_factory=lambda: MappingProxyType({}))
     backing_off: frozenset[str] = frozenset()
     timed_out: frozenset[str] = frozenset()  # loads past their deadline (core/lifecycle.py)
+    # Memory failures the engine measured, within their backoff: uid -> digest of the failed
+    # launch arguments; the plan retries them now only with other arguments (core/retry.py).
+    retry_if_changed: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def gpus(self) -> tuple[GpuSnapshot, ...]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
+from daemon.core.corrections import Correction
 from daemon.core.observed import GpuRef
 from daemon.core.retry import FailureRecord
 
@@ -35,6 +36,9 @@ class LaunchRecord:
     loading: bool = False
     sent_at: float | None = None  # wall clock, persisted
     timeout_seconds: float | None = None  # the policy's launch_timeout_seconds when it was sent
+    # The engine arguments it was sent with (utilization, max_model_len, ...): what a memory
+    # failure is measured against, and what must not be sent again unchanged after one.
+    launch_args: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -42,6 +46,8 @@ class OwnershipState:
     records: Mapping[str, LaunchRecord] = field(default_factory=lambda: MappingProxyType({}))
     failures: Mapping[str, FailureRecord] = field(default_factory=lambda: MappingProxyType({}))
     registrations: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    # What the engine measured that the estimate missed, by memory identity (core/corrections.py).
+    corrections: Mapping[str, Correction] = field(default_factory=lambda: MappingProxyType({}))
     problem: str | None = None  # why the file on disk could not be used, when it could not
 
     def with_record(self, record: LaunchRecord) -> OwnershipState:
@@ -62,6 +68,11 @@ class OwnershipState:
 
     def with_registration(self, name: str, digest: str) -> OwnershipState:
         return replace(self, registrations=MappingProxyType({**self.registrations, name: digest}))
+
+    def with_correction(self, correction: Correction) -> OwnershipState:
+        return replace(
+            self, corrections=MappingProxyType({**self.corrections, correction.key: correction})
+        )
 
     def keeping_failures_of(self, uids: Iterable[str]) -> OwnershipState:
         """Drop the failure records of models no longer in the file: a model removed and added

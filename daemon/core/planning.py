@@ -6,6 +6,8 @@ the order of their entries.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -223,6 +225,12 @@ def launch_args(demand: Demand, placement: Placement) -> dict[str, Any]:
     return args
 
 
+def args_digest(launch_args: Mapping[str, Any]) -> str:
+    """Identity of a launch's engine arguments (what a memory failure is tied to)."""
+    text = json.dumps(dict(launch_args), sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def _launch(demand: Demand, placement: Placement, *, reason: str, replaces: bool) -> Launch:
     spec = demand.spec
     on_gpu = bool(placement.gpus)
@@ -289,7 +297,6 @@ def plan(
     terminations, notes = _surplus_terminations(config, statuses, observed)
     left_alone: dict[str, str] = {}
     wanted = _wanted(statuses, demands, observed, left_alone)
-    notes += [f"{uid}: {why}" for uid, why in sorted(left_alone.items())]
 
     # Replacements free their old memory only if the new spec is admitted and sent this pass. A
     # refused replacement, or one that must wait for a load on its GPU, leaves the old instance
@@ -325,6 +332,7 @@ def plan(
             _launch(wanted[uid][0], placements[uid], reason=wanted[uid][1], replaces=wanted[uid][2])
             for uid in sorted(placements, key=lambda u: precedence(wanted[u][0]))
         ]
+        launches = _not_again(launches, observed, left_alone)
         launches, waiting = _one_load_per_gpu(launches, observed)
         waiting_replacements = [w for w in waiting if w.uid in replacing]
         for w in waiting_replacements:
@@ -334,6 +342,7 @@ def plan(
         if not waiting_replacements:
             break
     refused = tuple(sorted((*admission.refused, *kept), key=lambda r: r.uid))
+    notes += [f"{uid}: {why}" for uid, why in sorted(left_alone.items())]
     waiting = sorted((*waiting, *held_back), key=lambda w: w.uid)
     replace_terms = [
         Terminate(uid=uid, reason="replaced by the new spec", managed=uid in observed.managed)
@@ -381,6 +390,25 @@ def loading_gpus(observed: ObservedState) -> dict[GpuRef, str]:
             for ref in record.claims:
                 busy.setdefault(ref, uid)
     return busy
+
+
+def _not_again(
+    launches: list[Launch], observed: ObservedState, left_alone: dict[str, str]
+) -> list[Launch]:
+    """Drop a launch whose model just failed on memory if the corrected plan would send the very
+    arguments that failed: it waits for its backoff instead (a refusal or a different launch is
+    what a correction must produce, never the same failure again)."""
+    out = []
+    for launch in launches:
+        failed = observed.retry_if_changed.get(launch.uid)
+        if failed is not None and args_digest(launch.launch_args) == failed:
+            left_alone[launch.uid] = (
+                "failed on memory; the corrected estimate gives the same arguments, so the next "
+                "retry waits for its backoff"
+            )
+            continue
+        out.append(launch)
+    return out
 
 
 def _hold_back_replacements(

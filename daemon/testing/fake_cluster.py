@@ -64,6 +64,7 @@ class FakeCluster:
         self.local_mode = local_mode
         self.fail: dict[str, str] = {}
         self.hang: set[str] = set()
+        self.logs: dict[str, str] = {}
         self.down = False
         self.calls = 0
         self.log: list[tuple[str, str]] = []
@@ -178,6 +179,11 @@ class FakeCluster:
             return False
         del self.instances[uid]
         return True
+
+    def engine_log(self, worker: str) -> str | None:
+        """What a test wrote into ``logs[worker]`` (the worker's runtime log tail)."""
+        self._call("engine_log", worker)
+        return self.logs.get(worker)
 
     def registration(self, model_type: str, name: str) -> dict[str, Any] | None:
         self._call("registration", name)
