@@ -142,9 +142,7 @@ def test_a_second_reconciler_on_the_same_cluster_only_observes(tmp_path: Path) -
     first = Rig(tmp_path, cluster, name="one")
     first.daemon.run_pass({"start"})
     assert first.events("cluster.lease.acquired")
-    second = Rig(
-        tmp_path, cluster, name="two", text=DAEMON_CONFIG.replace("models.a", "models.b")
-    )
+    second = Rig(tmp_path, cluster, name="two", text=DAEMON_CONFIG.replace("models.a", "models.b"))
     second.daemon.run_pass({"start"})
     (held,) = second.events("cluster.lease.held_elsewhere")
     assert "pid" in held["holder"]
