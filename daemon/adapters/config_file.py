@@ -15,8 +15,10 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from daemon.adapters.calibration_file import LedgerError, read_ledger
 from daemon.adapters.json_file import JsonFileError, read_json_object
 from daemon.adapters.revision import config_revision
+from daemon.core.corrections import corrected
 from daemon.core.demand import Demand, ResolveError, resolve_model
 from daemon.core.desired import Config, FieldError, cross_field_problems
 from daemon.errors import ConfigSyntaxError, ConfigValidationError, Problem
@@ -181,6 +183,14 @@ def check_config(
             problems.append(
                 Problem(file=name, location=f"models.{uid}.{exc.path}", message=str(exc))
             )
+    ledger_path = config.calibration.file
+    if ledger_path is not None and not problems:
+        try:
+            measured = read_ledger((base_dir / ledger_path).expanduser())
+        except LedgerError as exc:
+            problems.append(Problem(file=name, location="calibration.file", message=str(exc)))
+        else:
+            demands = dict(corrected(demands, measured))
     if problems:
         raise ConfigValidationError(tuple(problems))
     return config, demands

@@ -11,7 +11,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from daemon.cli.offline import cmd_fit, cmd_plan, cmd_schema, cmd_validate
+from daemon.cli.offline import (
+    cmd_calibration_export,
+    cmd_fit,
+    cmd_plan,
+    cmd_schema,
+    cmd_validate,
+)
 from daemon.cli.run import cmd_run
 from daemon.errors import ConfigError, ReconcilerError
 from daemon.exit_codes import Exit
@@ -75,6 +81,17 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             p.add_argument("--width", type=int, default=60, help="bar width in characters")
         p.set_defaults(func=func)
+
+    p = sub.add_parser(
+        "calibration", help="the calibration ledger: what the engine measured (export it to git)"
+    )
+    cal = p.add_subparsers(dest="calibration_command", required=True, metavar="ACTION")
+    q = cal.add_parser("export", help="write the measured corrections of the state file as TOML")
+    q.add_argument(
+        "--state-dir", type=Path, help="the daemon's state directory (default: settings)"
+    )
+    q.add_argument("--output", "-o", help="file to write (default: standard output)")
+    q.set_defaults(func=cmd_calibration_export)
 
     p = sub.add_parser("schema", help="print the config's JSON Schema")
     p.set_defaults(func=cmd_schema)

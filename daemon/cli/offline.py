@@ -72,3 +72,22 @@ def cmd_schema(args: argparse.Namespace, out: TextIO, _err: TextIO) -> int:
     del args
     out.write(config_schema_text())
     return Exit.OK
+
+
+def cmd_calibration_export(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """Write the corrections the engine proved (the state file's) as a calibration ledger."""
+    from daemon.adapters.calibration_file import ledger_text
+    from daemon.adapters.state_file import StateStore
+    from daemon.settings import Settings
+
+    store = StateStore(args.state_dir or Settings().state_dir)
+    state = store.load()
+    if state.problem:
+        err.write(f"warning: {state.problem}\n")
+    text = ledger_text(state.corrections)
+    if args.output:
+        Path(args.output).write_text(text)
+        err.write(f"wrote {args.output}: {len(state.corrections)} measured model(s)\n")
+    else:
+        out.write(text)
+    return Exit.OK

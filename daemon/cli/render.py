@@ -32,7 +32,8 @@ def _launch_line(a: Launch) -> str:
     engine = args.get("model_engine", "")
     extra = f" [{', '.join(memory)}]" if memory else ""
     head = f"  {verb}{a.uid}: {a.model_name} ({engine or a.model_type}) on {where}{extra}"
-    return f"{head}\n      why: {a.reason}"
+    measured = f"\n      memory: {a.measured}" if a.measured else ""
+    return f"{head}\n      why: {a.reason}{measured}"
 
 
 def _terminate_line(a: Terminate) -> str:
@@ -109,6 +110,7 @@ def _action_json(a: Launch | Terminate) -> dict[str, Any]:
         "launch_args": dict(a.launch_args),
         "claims_bytes": {str(r): b for r, b in sorted(a.claims.items())},
         "spec_hash": a.spec_hash,
+        "measured": a.measured,
     }
 
 
@@ -153,6 +155,7 @@ def plan_json(plan: Plan) -> dict[str, Any]:
                         "weights_bytes": s.weights,
                         "kv_bytes": s.kv,
                         "overhead_bytes": s.overhead,
+                        "measured_bytes": s.measured,
                     }
                     for s in b.segments
                 ],
@@ -187,9 +190,10 @@ def fit_text(budgets: tuple[GpuBudget, ...], *, width: int = 60) -> str:
         lines.append(f"{b.ref} {b.name} ({fmt_gib(b.total)}){over}")
         lines.append(f"  [{_bar(b, width)}]")
         for s in b.segments:
+            measured = f" (incl. {fmt_gib(s.measured)} measured)" if s.measured else ""
             lines.append(
                 f"  {s.uid:<24} {s.state:<8} weights {s.weights / GiB:6.2f}  kv {s.kv / GiB:6.2f}  "
-                f"overhead {s.overhead / GiB:5.2f} GiB"
+                f"overhead {s.overhead / GiB:5.2f} GiB{measured}"
             )
         lines.append(
             f"  {'(outside the plan)':<24} {'':<8} {fmt_gib(b.external)}; reserve "

@@ -400,12 +400,24 @@ class ModelSpec(_Frozen):
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+class CalibrationConfig(_Frozen):
+    """Memory figures measured on this cluster, kept in git beside the config."""
+
+    file: Str | None = Field(
+        None,
+        description="A calibration ledger (TOML) written by `xinference-reconciler calibration "
+        "export`, relative to this file: what the engine measured that the estimate missed, per "
+        "model. Plans use these figures over the estimates and say so.",
+    )
+
+
 class Config(_Frozen):
     """The whole file: the cluster, the policy and the models that should run."""
 
     schema_version: Literal[1] = Field(1, description="Version of this file's format.")
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
     models: dict[str, ModelSpec] = Field(
         default_factory=dict, description="Models that should run, keyed by Xinference model uid."
     )

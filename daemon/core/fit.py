@@ -20,6 +20,7 @@ class Segment:
     kv: int
     overhead: int
     state: str  # running | planned
+    measured: int = 0  # of the overhead, what the engine measured beyond the estimate
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,7 +44,12 @@ def segment_of(claim: Claim, uid: str, state: str) -> Segment:
         return Segment(uid=uid, weights=0, kv=0, overhead=claim.bytes, state=state)
     kv = max(0, claim.bytes - fp.weights_bytes - fp.overhead_bytes)
     return Segment(
-        uid=uid, weights=fp.weights_bytes, kv=kv, overhead=fp.overhead_bytes, state=state
+        uid=uid,
+        weights=fp.weights_bytes,
+        kv=kv,
+        overhead=fp.overhead_bytes,
+        state=state,
+        measured=fp.correction_bytes,
     )
 
 

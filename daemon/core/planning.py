@@ -59,6 +59,9 @@ class Launch:
     launch_args: Mapping[str, Any]  # everything else Xinference's launch takes (engine kwargs too)
     claims: Mapping[GpuRef, int]
     replaces: bool = False
+    # Where the claim includes what the engine measured (a correction, or the calibration
+    # ledger): said in plans, so people can tell measured figures from estimates.
+    measured: str | None = None
 
 
 Action = Terminate | Launch
@@ -249,6 +252,7 @@ def _launch(demand: Demand, placement: Placement, *, reason: str, replaces: bool
             {r: c.bytes for r, c in zip(placement.gpus, placement.claims, strict=True)}
         ),
         replaces=replaces,
+        measured=demand.correction_source,
     )
 
 

@@ -226,3 +226,79 @@ def test_when_the_correction_changes_nothing_the_same_arguments_wait_for_the_bac
     assert "same arguments" in second.plan.left_alone.get("llm", "") or any(
         r.uid == "llm" for r in second.plan.refused
     )
+
+
+def test_the_calibration_ledger_round_trips_and_plans_use_it_and_say_so(tmp_path: Path) -> None:
+    """Learned on a cluster, exported to git, named by the config: plan, fit and the JSON plan
+    show the measured figure, and the claim includes it."""
+    import io
+    import json
+
+    from daemon.cli import main
+
+    rig = Rig(tmp_path)
+    rig.cluster.fail["llm"] = PREFIX + MESSAGES["v0 max len"]
+    rig.run()
+    rig.run()
+    ledger = tmp_path / "calibration.toml"
+    out, err = io.StringIO(), io.StringIO()
+    code = main(
+        ["calibration", "export", "--state-dir", str(tmp_path / "state"), "-o", str(ledger)],
+        stdout=out,
+        stderr=err,
+    )
+    assert code == 0, err.getvalue()
+    assert "1 measured model(s)" in err.getvalue()
+    text = ledger.read_text()
+    assert 'kind = "kv_cache"' in text
+    assert "max seq len (32768)" in text
+
+    config = tmp_path / "config.toml"
+    import tomli_w
+
+    config.write_text(
+        tomli_w.dumps(
+            {
+                "policy": {"mode": "enforce", "gpu_reserve_gib": 0.0},
+                "calibration": {"file": "calibration.toml"},
+                "models": {"llm": LLM},
+            }
+        )
+    )
+    snap = tmp_path / "snap.json"
+    snap.write_text(
+        json.dumps(
+            {
+                "format": 1,
+                "workers": [
+                    {"address": W1, "gpus": [{"index": 0, "total_gib": 47.5, "used_gib": 0}]}
+                ],
+            }
+        )
+    )
+    for argv, needle in (
+        (["plan", str(config), "--observed", str(snap)], "memory: llm (llama): +"),
+        (["fit", str(config), "--observed", str(snap)], "measured)"),
+    ):
+        out = io.StringIO()
+        assert main(argv, stdout=out, stderr=io.StringIO()) in (0, 2)
+        assert needle in out.getvalue(), out.getvalue()
+    out = io.StringIO()
+    main(["plan", str(config), "--observed", str(snap), "--json"], stdout=out, stderr=err)
+    (launch,) = json.loads(out.getvalue())["actions"]
+    assert launch["measured"].startswith("llm (llama): +")
+
+
+def test_a_broken_ledger_is_a_config_error_with_its_key_path(tmp_path: Path) -> None:
+    import io
+
+    from daemon.cli import main
+
+    (tmp_path / "calibration.toml").write_text('format = 1\n[measured.x]\nkind = "guess"\n')
+    config = tmp_path / "config.toml"
+    config.write_text('[calibration]\nfile = "calibration.toml"\n')
+    err = io.StringIO()
+    assert main(["validate", str(config)], stdout=io.StringIO(), stderr=err) == 1
+    assert "calibration.file" in err.getvalue()
+    assert "measured.x" in err.getvalue()
+    assert "Traceback" not in err.getvalue()
