@@ -297,3 +297,64 @@ def test_the_revision_is_the_same_in_the_cli_the_daemon_and_the_state_file(
     main(["plan", str(rig.config), "--observed", str(snap)], stdout=out, stderr=err)
     assert f"(revision {revision})" in out.getvalue()
     assert rig.events("pass.finished")[0]["config_revision"] == revision
+
+
+class MovingCluster(FakeCluster):
+    """A colleague launches a model by hand between the plan apply shows and its first pass."""
+
+    credentials = type("Creds", (), {"can_write": True})()
+
+    def __init__(self) -> None:
+        super().__init__((gpu_worker(W1, 24),), known_models=frozenset({"m"}))
+        self.looks = 0
+
+    def observe(self) -> Any:
+        self.looks += 1
+        if self.looks == 2:  # "a" itself, by hand, with another engine
+            self.start_by_hand("a", model_name="m", engine="vLLM")
+        return super().observe()
+
+
+def test_apply_carries_out_the_confirmed_plan_or_aborts_when_the_cluster_moved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plan shown launches "a"; by the time apply acts, someone started "a" by hand with
+    another engine: the plan would now replace it, which nobody confirmed, so apply does nothing
+    and says why."""
+    from daemon.cli import live
+
+    config = tmp_path / "c.toml"
+    config.write_text(DAEMON_CONFIG)
+    cluster = MovingCluster()
+    monkeypatch.setattr(live, "adapter_for", lambda *_a, **_k: cluster)
+    out, err = io.StringIO(), io.StringIO()
+    code = main(
+        ["apply", str(config), "--yes", "--state-dir", str(tmp_path / "state")],
+        stdout=out,
+        stderr=err,
+    )
+    assert code == Exit.ERROR
+    assert "the cluster changed since the plan was shown" in err.getvalue()
+    assert cluster.instances["a"].engine == "vLLM"  # nothing was done
+    assert [what for what, _ in cluster.log].count("launch") == 0
+
+
+def test_apply_converges_with_the_confirmed_plan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from daemon.cli import live
+
+    config = tmp_path / "c.toml"
+    config.write_text(DAEMON_CONFIG)
+    cluster = fake()
+    cluster.credentials = MovingCluster.credentials  # type: ignore[attr-defined]
+    monkeypatch.setattr(live, "adapter_for", lambda *_a, **_k: cluster)
+    out, err = io.StringIO(), io.StringIO()
+    code = main(
+        ["apply", str(config), "--yes", "--poll-interval", "0", "--state-dir", str(tmp_path / "s")],
+        stdout=out,
+        stderr=err,
+    )
+    assert code == Exit.OK, err.getvalue()
+    assert "No changes: the cluster matches the file." in out.getvalue()
+    assert cluster.instances["a"].status == "READY"
