@@ -170,7 +170,7 @@ def _terminate(
 ) -> ActionResult:
     start = opts.monotonic()
     try:
-        existed = cluster.terminate(action.uid)
+        existed = cluster.terminate(action.uid, loading=action.loading)
     except ClusterError as exc:
         opts.events("model.terminate.failed", uid=action.uid, error=str(exc))
         return ActionResult(

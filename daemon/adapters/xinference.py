@@ -300,11 +300,22 @@ class XinferenceAdapter:
         """Ask for a launch and return at once (``wait_ready=false``); poll instance_state after."""
         self.request("POST", "/v1/models", params={"wait_ready": "false"}, body=launch_body(launch))
 
-    def terminate(self, uid: str) -> bool:
-        """Remove the uid's autostart entry, then terminate it. False when it was already gone."""
+    def terminate(self, uid: str, *, loading: bool = False) -> bool:
+        """Remove the uid's autostart entry, then terminate it. False when it was already gone.
+
+        A model still loading is not in the worker's model list yet: ``DELETE`` answers "not
+        found" and the load goes on. Its launch is cancelled instead (``POST .../cancel``); a load
+        that finished meanwhile ("has not been launched yet" from the cancel) is deleted."""
+        path = f"/v1/models/{quote(uid, safe='')}"
         self.request("DELETE", f"/v1/autostart/models/{quote(uid, safe='')}")
+        if loading:
+            try:
+                self.request("POST", f"{path}/cancel")
+                return True
+            except (TemporaryClusterError, RequestRejected):
+                pass  # it finished loading (or failed) meanwhile: terminate it as usual
         try:
-            self.request("DELETE", f"/v1/models/{quote(uid, safe='')}")
+            self.request("DELETE", path)
         except ModelNotFound:
             return False
         return True

@@ -19,7 +19,7 @@ from daemon.core.retry import FailureRecord, record_failure
 
 # A launch the server does not list this long after it was sent is gone (the server restarted
 # empty, or its worker left). Xinference lists an accepted launch at once (CREATING).
-VANISHED_AFTER_SECONDS = 30.0
+VANISHED_AFTER_SECONDS = 20.0
 
 Result = Literal["ready", "failed", "timed_out", "vanished", "loading"]
 
@@ -93,6 +93,8 @@ def settle(
             failure = record_failure(
                 previous, uid=uid, spec_hash=record.spec_hash, error=error, now=now
             )
+            if result == "vanished":  # the server lost it (a restart): not the model's fault
+                failure = replace(failure, next_retry_at=now)
             state = state.with_failure(failure)
         if result == "ready":
             state = state.with_record(replace(record, loading=False)).without_failure(uid)

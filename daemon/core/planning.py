@@ -43,6 +43,7 @@ class Terminate:
     uid: str
     reason: str
     managed: bool
+    loading: bool = False  # still loading: Xinference cancels a launch, it cannot terminate one
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -185,7 +186,9 @@ def _surplus_terminations(
     for s in surplus:
         if policy.prune == "all" or (policy.prune == "managed" and s.uid in observed.managed):
             why = "not in the file" + (" (launched by this tool)" if s.managed else "")
-            out.append(Terminate(uid=s.uid, reason=why, managed=s.managed))
+            running = observed.model(s.uid)
+            loading = running is not None and running.status in IN_PROGRESS
+            out.append(Terminate(uid=s.uid, reason=why, managed=s.managed, loading=loading))
         else:
             notes.append(
                 f"{s.uid}: not in the file, left running (policy.prune = {policy.prune!r})"
@@ -312,7 +315,10 @@ def plan(
     estimable = {uid: d for uid, d in demands.items() if uid in holding}
     timed_out = [
         Terminate(
-            uid=uid, reason="not READY by its deadline (launch_timeout_seconds)", managed=True
+            uid=uid,
+            reason="not READY by its deadline (launch_timeout_seconds)",
+            managed=True,
+            loading=True,
         )
         for uid in sorted(observed.timed_out)
         if observed.model(uid) is not None

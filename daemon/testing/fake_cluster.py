@@ -172,10 +172,14 @@ class FakeCluster:
         self._progress(inst)
         return FakeInstanceState(status=inst.status, error_message=inst.error_message)
 
-    def terminate(self, uid: str) -> bool:
+    def terminate(self, uid: str, *, loading: bool = False) -> bool:
+        """Like the real server: a loading model is not found by DELETE (its load goes on) and
+        is stopped by cancelling its launch."""
         self._call("terminate", uid)
         inst = self.instances.get(uid)
         if inst is None or inst.status == "ERROR":
+            return False
+        if inst.status == "CREATING" and not loading:
             return False
         del self.instances[uid]
         return True

@@ -196,7 +196,9 @@ def test_after_a_restart_the_persisted_send_time_bounds_the_load(store: StateSto
     assert [(x.kind, x.uid) for x in restarted.run(cfg).results] == [("terminate", "a")]
 
 
-def test_a_launch_the_server_forgot_is_a_failure_after_a_grace_period(store: StateStore) -> None:
+def test_a_launch_the_server_forgot_is_relaunched_at_once_after_a_grace_period(
+    store: StateStore,
+) -> None:
     r = rig(store)
     r.cluster.hang.add("a")
     cfg = config({"a": model(gib=4)})
@@ -207,8 +209,9 @@ def test_a_launch_the_server_forgot_is_a_failure_after_a_grace_period(store: Sta
     r.clock.advance(30)
     report = r.run(cfg)
     assert report.settlement.outcomes[0].result == "vanished"
-    assert "a" not in store.load().records
-    assert "a" in store.load().failures
+    assert store.load().failures["a"].attempts == 1
+    # not the model's fault: relaunched in the same pass, no backoff
+    assert [(x.uid, x.kind) for x in report.results] == [("a", "launch")]
 
 
 def test_removed_models_are_terminated_only_if_ours(store: StateStore) -> None:
@@ -402,3 +405,19 @@ def test_a_failed_registration_fails_its_launches_with_the_reason(
     assert [(x.kind, x.ok) for x in report.results] == [("register", False), ("launch", False)]
     assert "Invalid model URI" in r.named("model.registration.failed")[0]["error"]
     assert "registering my-embedder failed" in store.load().failures["e"].last_error
+
+
+def test_a_model_removed_while_it_loads_is_cancelled_not_forgotten(store: StateStore) -> None:
+    """Xinference cannot terminate a loading model (DELETE says "not found", the load goes on):
+    its launch is cancelled, and the record goes only once the model is really gone."""
+    r = rig(store)
+    r.cluster.hang.add("a")
+    r.run(config({"a": model(gib=4)}))
+    report = r.run(config({}, on_empty_config="prune"))
+    (terminate,) = [a for a in report.plan.actions if a.uid == "a"]
+    assert terminate.loading  # type: ignore[union-attr]
+    assert [(x.kind, x.ok, x.message) for x in report.results] == [
+        ("terminate", True, "terminated")
+    ]
+    assert "a" not in r.cluster.instances
+    assert "a" not in store.load().records
