@@ -19,6 +19,7 @@ from daemon.adapters.json_file import JsonFileError, read_json_object
 from daemon.adapters.revision import config_revision
 from daemon.core.demand import Demand, ResolveError, resolve_model
 from daemon.core.desired import Config, FieldError, cross_field_problems
+from daemon.core.planning import launch_request_problems
 from daemon.errors import ConfigSyntaxError, ConfigValidationError, Problem
 
 MAX_CONFIG_BYTES = 4 * 1024 * 1024  # a real config is a few KiB; refuse a runaway file early
@@ -164,6 +165,11 @@ def check_config(
     problems = [Problem(file=name, location=p, message=m) for p, m in cross_field_problems(config)]
     demands: dict[str, Demand] = {}
     for uid, spec in sorted(config.models.items()):
+        # Build each launch request now: what validates must be sendable (core/launch.py).
+        problems.extend(
+            Problem(file=name, location=f"models.{uid}.{path}", message=message)
+            for path, message in launch_request_problems(uid, spec)
+        )
         hf_config = None
         if spec.architecture.hf_config is not None:
             try:

@@ -12,10 +12,19 @@ import json
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from daemon.core.engines import ENGINE_SPELLING, ENGINES_BY_TYPE, FRACTION_ENGINES, Engine
 from daemon.core.footprint import known_quantizations
+from daemon.core.launch import BODY_KEYS
 from daemon.core.naming import is_secret_name, uid_problem
 
 Int = Annotated[int, Strict()]
@@ -23,7 +32,13 @@ Bool = Annotated[bool, Strict()]
 Float = Annotated[float, Strict()]
 Str = Annotated[str, Strict()]
 Scalar = Str | Int | Float | Bool
-EngineArg = Scalar | list[Scalar] | dict[str, Any]
+# Any value TOML can hold is accepted here, and what JSON cannot carry (a TOML date, nan) is
+# refused by the launch-request check with its exact key path (core/launch.py), instead of a union
+# of type errors; the schema tells editors what is sent: a JSON value.
+_JSON_VALUE_SCHEMA = {
+    "anyOf": [{"type": t} for t in ("string", "integer", "number", "boolean", "array", "object")]
+}
+EngineArg = Annotated[Any, WithJsonSchema(_JSON_VALUE_SCHEMA)]
 
 ModelType = Literal["LLM", "embedding", "rerank", "image", "audio", "video", "flexible"]
 # Launch settings that the reconciler computes or sets itself; writing them in engine_args would
@@ -443,6 +458,14 @@ def _model_problems(spec: ModelSpec) -> list[tuple[str, str]]:
                     f"engine_args.{key}",
                     f"set it with {_RESERVED_ENGINE_ARGS[key]} instead, so "
                     "the memory planner knows it",
+                )
+            )
+        elif key in BODY_KEYS:
+            out.append(
+                (
+                    f"engine_args.{key}",
+                    f"the launch request takes {key} from {BODY_KEYS[key]}; set it there "
+                    "(here it would override it)",
                 )
             )
     return out

@@ -21,10 +21,11 @@ from daemon.core.admission import (
     precedence,
 )
 from daemon.core.demand import Demand, claim_on
-from daemon.core.desired import Config
+from daemon.core.desired import Config, ModelSpec
 from daemon.core.drift import ModelStatus, State, detect_drift
 from daemon.core.engines import FRACTION_ENGINES
 from daemon.core.fit import GpuBudget, gpu_budgets
+from daemon.core.launch import problems_text, request_problems
 from daemon.core.observed import (
     ERROR,
     IN_PROGRESS,
@@ -244,6 +245,39 @@ def _launch(demand: Demand, placement: Placement, *, reason: str, replaces: bool
     )
 
 
+def launch_request_problems(uid: str, spec: ModelSpec) -> list[tuple[str, str]]:
+    """What would make this model's launch request unsendable, as (key path, message), found by
+    building the request as a launch would (placement and memory figures aside: those are numbers
+    this tool computes). Validation and the planner both ask; empty when it can be sent."""
+    probe = Demand(
+        uid=uid,
+        spec=spec,
+        architecture=None,
+        weights_per_gpu=None,
+        gpus_needed=spec.placement.gpus * spec.replicas if spec.on_gpu else 0,
+    )
+    placement = Placement(uid=uid, worker=spec.placement.worker, gpus=(), claims=())
+    launch = _launch(probe, placement, reason="", replaces=False)
+    return request_problems(launch, engine_args=spec.engine_args)
+
+
+def _unsendable(wanted: dict[str, tuple[Demand, str, bool]]) -> list[Refusal]:
+    """Launches whose request cannot be sent, taken out of ``wanted`` before anything is decided:
+    a replacement among them keeps its running instance (nothing is terminated for it)."""
+    out = []
+    for uid in sorted(wanted):
+        problems = launch_request_problems(uid, wanted[uid][0].spec)
+        if problems:
+            del wanted[uid]
+            out.append(
+                Refusal(
+                    uid=uid,
+                    reason=f"its launch request cannot be sent: {problems_text(problems)}",
+                )
+            )
+    return out
+
+
 def _wanted(
     statuses: tuple[ModelStatus, ...],
     demands: Mapping[str, Demand],
@@ -290,6 +324,7 @@ def plan(
     left_alone: dict[str, str] = {}
     wanted = _wanted(statuses, demands, observed, left_alone)
     notes += [f"{uid}: {why}" for uid, why in sorted(left_alone.items())]
+    unsendable = _unsendable(wanted)
 
     # Replacements free their old memory only if the new spec is admitted and sent this pass. A
     # refused replacement, or one that must wait for a load on its GPU, leaves the old instance
@@ -307,7 +342,7 @@ def plan(
         if observed.model(uid) is not None
     ]
     surplus_gone = frozenset(t.uid for t in (*terminations, *timed_out))
-    kept: list[Refusal] = []
+    kept: list[Refusal] = list(unsendable)
     while True:
         caps, held = _capacities(config, observed, estimable, surplus_gone | replacing)
         admission = admit(
