@@ -112,6 +112,12 @@ def _action_json(a: Launch | Terminate) -> dict[str, Any]:
     }
 
 
+def refusal_json(r: Refusal) -> dict[str, Any]:
+    """A refusal for scripts: the reason, bytes per GPU (null when no GPU could be sized against)
+    and each change of config keys with which the model would fit now."""
+    return {"uid": r.uid, "reason": r.reason, **r.figures()}
+
+
 def plan_json(plan: Plan) -> dict[str, Any]:
     verdict = convergence(plan)
     return {
@@ -125,9 +131,7 @@ def plan_json(plan: Plan) -> dict[str, Any]:
             {**(_action_json(w.launch) if w.launch else {"uid": w.uid}), "waiting_for": w.reason}
             for w in plan.waiting
         ],
-        "refused": [
-            {"uid": r.uid, "reason": r.reason, "needed_bytes": r.needed_bytes} for r in plan.refused
-        ],
+        "refused": [refusal_json(r) for r in plan.refused],
         "models": [
             {
                 "uid": s.uid,
