@@ -109,7 +109,8 @@ def cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     out.write(status_table(result, observed))
     for r in result.refused:
         out.write(f"refused {r.uid}: {r.reason}\n")
-    out.write(fit_text(result.budgets) + "\n")
+    fraction = loaded.config.policy.gpu_max_fraction
+    out.write(fit_text(result.budgets, cpu_models=result.cpu_models, max_fraction=fraction) + "\n")
     out.write(local_gpus_text(probe()) + "\n")
     verdict = convergence(result)
     out.write(convergence_text(verdict) + "\n")

@@ -24,7 +24,7 @@ from daemon.core.demand import Demand, claim_on
 from daemon.core.desired import Config, ModelSpec
 from daemon.core.drift import ModelStatus, State, detect_drift
 from daemon.core.engines import FRACTION_ENGINES
-from daemon.core.fit import GpuBudget, gpu_budgets
+from daemon.core.fit import CpuModel, GpuBudget, gpu_budgets
 from daemon.core.launch import problems_text, request_problems
 from daemon.core.observed import (
     ERROR,
@@ -87,6 +87,7 @@ class Plan:
     waiting: tuple[Waiting, ...] = ()
     # Desired models whose drift this plan leaves alone, and why (backing off, protected, unmanaged).
     left_alone: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    cpu_models: tuple[CpuModel, ...] = ()  # what holds no GPU memory (for fit)
 
     @property
     def has_changes(self) -> bool:
@@ -387,6 +388,7 @@ def plan(
         caps=caps,
         placements=placements,
         leaving=surplus_gone | replacing,
+        reserve_bytes=round(config.policy.gpu_reserve_gib * GiB),
     )
     return Plan(
         mode=config.policy.mode,
@@ -399,7 +401,34 @@ def plan(
         placements=MappingProxyType(placements),
         waiting=tuple(waiting),
         left_alone=MappingProxyType(left_alone),
+        cpu_models=_cpu_models(config, statuses, placements, observed),
     )
+
+
+def _cpu_models(
+    config: Config,
+    statuses: tuple[ModelStatus, ...],
+    placements: Mapping[str, Placement],
+    observed: ObservedState,
+) -> tuple[CpuModel, ...]:
+    out = []
+    for s in statuses:
+        spec = config.models.get(s.uid)
+        running = observed.model(s.uid)
+        if spec is not None and not spec.on_gpu:
+            placed = placements.get(s.uid)
+            worker = placed.worker if placed else (running.worker if running else None)
+            state = "planned" if placed is not None else str(s.state)
+            name, engine = spec.model_name, spec.model_engine
+        elif spec is None and running is not None and not running.gpu_indexes:
+            worker, state = running.worker, "not in the file"
+            name, engine = running.model_name, running.model_engine
+        else:
+            continue
+        out.append(
+            CpuModel(uid=s.uid, model_name=name, model_engine=engine, worker=worker, state=state)
+        )
+    return tuple(out)
 
 
 def loading_gpus(observed: ObservedState) -> dict[GpuRef, str]:
