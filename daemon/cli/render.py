@@ -10,7 +10,7 @@ from daemon.core.convergence import Convergence, convergence
 from daemon.core.drift import State
 from daemon.core.fit import CpuModel, GpuBudget
 from daemon.core.observed import ObservedState
-from daemon.core.planning import Launch, Plan, Terminate
+from daemon.core.planning import Launch, Plan, Register, Terminate
 from daemon.core.units import GiB, fmt_gib
 
 
@@ -43,9 +43,20 @@ def _refused_line(r: Refusal) -> str:
     return f"  ! refused  {r.uid}: {r.reason}"
 
 
+def _register_line(r: Register) -> str:
+    return (
+        f"  + register {r.model_name} ({r.model_type}) from {r.model_uri} "
+        f"for {', '.join(r.uids)}: {r.reason}"
+    )
+
+
 def plan_text(plan: Plan, *, title: str) -> str:
     lines = [title, f"mode: {plan.mode}"]
+    registered = False
     for action in plan.actions:
+        if isinstance(action, Launch) and not registered:  # as a pass acts: registrations first
+            lines.extend(_register_line(r) for r in plan.registrations)
+            registered = True
         lines.append(
             _launch_line(action) if isinstance(action, Launch) else _terminate_line(action)
         )
@@ -65,8 +76,9 @@ def plan_text(plan: Plan, *, title: str) -> str:
     lines.extend(f"  note: {n}" for n in plan.notes)
     launches = sum(isinstance(a, Launch) for a in plan.actions)
     terminations = sum(isinstance(a, Terminate) for a in plan.actions)
+    register = f"{len(plan.registrations)} to register, " if plan.registrations else ""
     summary = (
-        f"{launches} to launch, {terminations} to terminate, {len(plan.waiting)} waiting for a "
+        f"{register}{launches} to launch, {terminations} to terminate, {len(plan.waiting)} waiting for a "
         f"load on their GPU, {len(plan.deferred)} deferred (max_actions_per_pass), "
         f"{len(plan.refused)} refused."
     )
@@ -125,6 +137,16 @@ def plan_json(plan: Plan) -> dict[str, Any]:
         "has_changes": plan.has_changes,
         "converged": verdict.converged,
         "pending": [{"uid": p.uid, "what": p.what, "reason": p.reason} for p in verdict.pending],
+        "registrations": [
+            {
+                "model_name": r.model_name,
+                "model_type": r.model_type,
+                "model_uri": r.model_uri,
+                "reason": r.reason,
+                "for": list(r.uids),
+            }
+            for r in plan.registrations
+        ],
         "actions": [_action_json(a) for a in plan.actions],
         "deferred": [_action_json(a) for a in plan.deferred],
         "waiting": [

@@ -94,6 +94,17 @@ class RunningModel:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Registration:
+    """A custom model the server has registered (looked up by name for the file's custom models),
+    with the digest of the spec this tool registered under that name (its state file), or None
+    when this tool did not register it."""
+
+    model_type: str
+    model_name: str
+    digest: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class ObservedState:
     """The whole observed cluster plus this tool's own records.
 
@@ -106,6 +117,8 @@ class ObservedState:
     managed: Mapping[str, LaunchRecord] = field(default_factory=lambda: MappingProxyType({}))
     backing_off: frozenset[str] = frozenset()
     timed_out: frozenset[str] = frozenset()  # loads past their deadline (core/lifecycle.py)
+    # The file's custom models the server has registered; None: not looked at (an older snapshot).
+    registrations: tuple[Registration, ...] | None = None
 
     @property
     def gpus(self) -> tuple[GpuSnapshot, ...]:
@@ -115,4 +128,10 @@ class ObservedState:
         for m in self.models:
             if m.uid == uid:
                 return m
+        return None
+
+    def registration(self, model_type: str, model_name: str) -> Registration | None:
+        for r in self.registrations or ():
+            if (r.model_type, r.model_name) == (model_type, model_name):
+                return r
         return None

@@ -20,6 +20,7 @@ from daemon.core.admission import (
     admit,
     precedence,
 )
+from daemon.core.custom import registration_digest
 from daemon.core.demand import Demand, claim_on
 from daemon.core.desired import Config, ModelSpec
 from daemon.core.drift import ModelStatus, State, detect_drift
@@ -64,6 +65,17 @@ Action = Terminate | Launch
 
 
 @dataclass(frozen=True, kw_only=True)
+class Register:
+    """A custom model this pass registers before launching it (core/custom.py builds the JSON)."""
+
+    model_name: str
+    model_type: str
+    model_uri: str
+    reason: str
+    uids: tuple[str, ...]  # the launches of this pass that need it
+
+
+@dataclass(frozen=True, kw_only=True)
 class Waiting:
     """A launch that is admitted but not sent this pass: another launch is loading on one of its
     GPUs (two engines profiling one GPU at once corrupt each other's measurements). A later pass
@@ -88,6 +100,7 @@ class Plan:
     # Desired models whose drift this plan leaves alone, and why (backing off, protected, unmanaged).
     left_alone: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     cpu_models: tuple[CpuModel, ...] = ()  # what holds no GPU memory (for fit)
+    registrations: tuple[Register, ...] = ()  # custom models registered before this pass's launches
 
     @property
     def has_changes(self) -> bool:
@@ -402,7 +415,48 @@ def plan(
         waiting=tuple(waiting),
         left_alone=MappingProxyType(left_alone),
         cpu_models=_cpu_models(config, statuses, placements, observed),
+        registrations=_registrations(ordered[:cap], demands, observed),
     )
+
+
+def _registrations(
+    actions: list[Action], demands: Mapping[str, Demand], observed: ObservedState
+) -> tuple[Register, ...]:
+    """The custom models this pass registers: those its launches need that the server lacks, or
+    holds with a spec other than the file's (the reconciler re-checks at the moment it acts)."""
+    needed: dict[tuple[str, str], list[str]] = {}
+    specs: dict[tuple[str, str], ModelSpec] = {}
+    for action in actions:
+        if isinstance(action, Launch) and demands[action.uid].spec.custom is not None:
+            wanted = demands[action.uid].spec
+            key = (str(wanted.model_type), wanted.model_name)
+            needed.setdefault(key, []).append(action.uid)
+            specs.setdefault(key, wanted)
+    out = []
+    for key, uids in sorted(needed.items()):
+        spec = specs[key]
+        assert spec.custom is not None
+        found = observed.registration(*key)
+        if observed.registrations is None:
+            reason = "unless the server has it with this spec (the observation lists none)"
+        elif found is None:
+            reason = "not registered on the server"
+        elif found.digest is None:
+            reason = "registered on the server, not by this tool with this spec: replaced"
+        elif found.digest != registration_digest(spec):
+            reason = "changed in the file: registered again"
+        else:
+            continue
+        out.append(
+            Register(
+                model_name=spec.model_name,
+                model_type=spec.model_type,
+                model_uri=spec.custom.model_uri,
+                reason=reason,
+                uids=tuple(sorted(uids)),
+            )
+        )
+    return tuple(out)
 
 
 def _cpu_models(
