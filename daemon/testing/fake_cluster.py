@@ -188,7 +188,8 @@ class FakeCluster:
 
     def registration(self, model_type: str, name: str) -> dict[str, Any] | None:
         self._call("registration", name)
-        return self.registrations.get((model_type, name))
+        stored = self.registrations.get((model_type, name))
+        return None if stored is None else {**stored, "is_builtin": False}  # as the server says
 
     def register(self, model_type: str, spec: Mapping[str, Any], *, persist: bool = True) -> None:
         from daemon.errors import RequestRejected
