@@ -350,7 +350,7 @@ class Daemon:
             if s.is_drift
         }
         refused = {
-            r.uid: ("refused", {"uid": r.uid, "reason": r.reason, "needed_bytes": r.needed_bytes})
+            r.uid: ("refused", {"uid": r.uid, "reason": r.reason, **r.figures()})
             for r in plan.refused
         }
         reminder = self.settings.drift_reminder_seconds

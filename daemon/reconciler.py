@@ -38,7 +38,15 @@ from daemon.core.custom import registration_digest, registration_json
 from daemon.core.demand import Demand, claim_on
 from daemon.core.desired import Config
 from daemon.core.lifecycle import Outcome, Settlement, settle
-from daemon.core.observed import READY, GpuRef, GpuSnapshot, ObservedState, RunningModel, Worker
+from daemon.core.observed import (
+    READY,
+    GpuRef,
+    GpuSnapshot,
+    ObservedState,
+    Registration,
+    RunningModel,
+    Worker,
+)
 from daemon.core.ownership import LaunchRecord, OwnershipState
 from daemon.core.planning import Launch, Plan, Terminate, args_digest, plan
 from daemon.core.retry import FailureRecord, backing_off, record_failure, retry_if_changed
@@ -385,6 +393,19 @@ def _requeue_after(
     return min(delays) if delays else None
 
 
+def _registrations(
+    cluster: ClusterPort, config: Config, state: OwnershipState
+) -> tuple[Registration, ...]:
+    """The file's custom models that the server has registered (one lookup per name), so the plan
+    can show what this pass will register."""
+    wanted = sorted({(s.model_type, s.model_name) for s in config.models.values() if s.custom})
+    return tuple(
+        Registration(model_type=kind, model_name=name, digest=state.registrations.get(name))
+        for kind, name in wanted
+        if cluster.registration(kind, name) is not None
+    )
+
+
 def observe(
     cluster: ClusterPort,
     state: OwnershipState,
@@ -419,6 +440,7 @@ def observe(
         backing_off=backing_off(settled.failures, hashes, now),
         timed_out=settlement.timed_out,
         retry_if_changed=MappingProxyType(retry_if_changed(settled.failures, hashes, now)),
+        registrations=_registrations(cluster, config, settled),
     )
     return observed, replace(settlement, state=settled), learned
 

@@ -20,7 +20,16 @@ from daemon.adapters.json_file import JsonFileError, read_json_object
 from daemon.adapters.revision import config_revision
 from daemon.core.corrections import corrected
 from daemon.core.demand import Demand, ResolveError, resolve_model
-from daemon.core.desired import Config, FieldError, cross_field_problems
+from daemon.core.desired import (
+    Config,
+    FieldError,
+    ModelSpec,
+    cross_field_problems,
+    missing_custom_keys,
+    model_problems,
+)
+from daemon.core.naming import uid_problem
+from daemon.core.planning import launch_request_problems
 from daemon.errors import ConfigSyntaxError, ConfigValidationError, Problem
 
 MAX_CONFIG_BYTES = 4 * 1024 * 1024  # a real config is a few KiB; refuse a runaway file early
@@ -158,31 +167,21 @@ def _read_hf_config(base: Path, ref: str) -> dict[str, Any]:
 def check_config(
     document: Mapping[str, Any], *, name: str, base_dir: Path
 ) -> tuple[Config, dict[str, Demand]]:
-    """A parsed TOML document -> validated config and resolved models, or ConfigValidationError."""
+    """A parsed TOML document -> validated config and resolved models, or ConfigValidationError
+    with every problem found: a schema error anywhere does not hide the other models' problems."""
     try:
         config = Config.model_validate(dict(document))
     except ValidationError as exc:
-        raise ConfigValidationError(tuple(_schema_problems(exc, name))) from None
+        problems = _schema_problems(exc, name)
+        problems += _problems_beside_schema_errors(document, name=name, base_dir=base_dir)
+        raise ConfigValidationError(tuple(problems)) from None
     problems = [Problem(file=name, location=p, message=m) for p, m in cross_field_problems(config)]
     demands: dict[str, Demand] = {}
     for uid, spec in sorted(config.models.items()):
-        hf_config = None
-        if spec.architecture.hf_config is not None:
-            try:
-                hf_config = _read_hf_config(base_dir, spec.architecture.hf_config)
-            except JsonFileError as exc:
-                problems.append(
-                    Problem(
-                        file=name, location=f"models.{uid}.architecture.hf_config", message=str(exc)
-                    )
-                )
-                continue
-        try:
-            demands[uid] = resolve_model(uid, spec, hf_config=hf_config)
-        except ResolveError as exc:
-            problems.append(
-                Problem(file=name, location=f"models.{uid}.{exc.path}", message=str(exc))
-            )
+        demand, found = _check_model(uid, spec, name=name, base_dir=base_dir)
+        problems += found
+        if demand is not None:
+            demands[uid] = demand
     ledger_path = config.calibration.file
     if ledger_path is not None and not problems:
         try:
@@ -194,6 +193,74 @@ def check_config(
     if problems:
         raise ConfigValidationError(tuple(problems))
     return config, demands
+
+
+def _check_model(
+    uid: str, spec: ModelSpec, *, name: str, base_dir: Path
+) -> tuple[Demand | None, list[Problem]]:
+    """One model past the schema: its launch request built and checked (what validates must be
+    sendable, core/launch.py), then its memory demand resolved."""
+    problems = [
+        Problem(file=name, location=f"models.{uid}.{path}", message=message)
+        for path, message in launch_request_problems(uid, spec)
+    ]
+    hf_config = None
+    if spec.architecture.hf_config is not None:
+        try:
+            hf_config = _read_hf_config(base_dir, spec.architecture.hf_config)
+        except JsonFileError as exc:
+            where = f"models.{uid}.architecture.hf_config"
+            return None, [*problems, Problem(file=name, location=where, message=str(exc))]
+    try:
+        return resolve_model(uid, spec, hf_config=hf_config), problems
+    except ResolveError as exc:
+        message = str(exc)
+        if exc.path == "architecture" and spec.on_gpu:
+            message += '; or, on a host without GPUs, run it on the CPU: placement.device = "cpu"'
+        location = f"models.{uid}.{exc.path}"
+        return None, [*problems, Problem(file=name, location=location, message=message)]
+
+
+def _problems_beside_schema_errors(
+    document: Mapping[str, Any], *, name: str, base_dir: Path
+) -> list[Problem]:
+    """When the file breaks the schema, the problems the schema check cannot see yet: every model
+    that is valid on its own is checked as far as a valid file would be; for one that is not, the
+    custom-model keys it lacks are still named (so they do not surface one run at a time)."""
+    models = document.get("models")
+    if not isinstance(models, Mapping):
+        return []
+    out: list[Problem] = []
+    for uid, entry in sorted(models.items()):
+        if not isinstance(entry, Mapping) or uid_problem(str(uid)):
+            continue
+        try:
+            spec = ModelSpec.model_validate(dict(entry))
+        except ValidationError:
+            out += [
+                Problem(file=name, location=f"models.{uid}.{path}", message=message)
+                for path, message in _raw_custom_problems(entry)
+            ]
+            continue
+        out += [
+            Problem(file=name, location=f"models.{uid}.{path}", message=message)
+            for path, message in model_problems(spec)
+        ]
+        out += _check_model(str(uid), spec, name=name, base_dir=base_dir)[1]
+    return out
+
+
+def _raw_custom_problems(entry: Mapping[str, Any]) -> list[tuple[str, str]]:
+    custom = entry.get("custom")
+    model_type = entry.get("model_type", "LLM")
+    if not isinstance(custom, Mapping) or not isinstance(model_type, str):
+        return []
+    spec = custom.get("spec", {})
+    return missing_custom_keys(
+        model_type,
+        spec if isinstance(spec, Mapping) else {},
+        has_size=entry.get("model_size_in_billions") is not None,
+    )
 
 
 def load_config(path: Path) -> LoadedConfig:

@@ -10,7 +10,14 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints, ValidationError
 
 from daemon.adapters.json_file import JsonFileError, read_json_object
-from daemon.core.observed import GpuRef, GpuSnapshot, ObservedState, RunningModel, Worker
+from daemon.core.observed import (
+    GpuRef,
+    GpuSnapshot,
+    ObservedState,
+    Registration,
+    RunningModel,
+    Worker,
+)
 from daemon.core.ownership import LaunchRecord
 from daemon.core.units import GiB
 from daemon.errors import SnapshotError
@@ -79,12 +86,19 @@ class ManagedEntry(_Strict):
     loading: bool = False  # sent, not yet seen READY/ERROR: its GPUs take no other load meanwhile
 
 
+class RegistrationEntry(_Strict):
+    model_type: str
+    model_name: str
+    digest: str | None = None  # of the spec this tool registered under the name (state file)
+
+
 class SnapshotFile(_Strict):
     format: Literal[1] = 1
     workers: list[WorkerEntry] = []
     models: list[ModelEntry] = []
     managed: list[ManagedEntry] = []
     backing_off: list[str] = []
+    registrations: list[RegistrationEntry] | None = None  # absent: not looked at
 
 
 def _refs(worker: str | None, by_index: dict[str, int]) -> dict[GpuRef, int]:
@@ -144,11 +158,18 @@ def observed_from_document(doc: Any, *, name: str = "snapshot") -> ObservedState
         )
         for r in snap.managed
     }
+    registrations = None
+    if snap.registrations is not None:
+        registrations = tuple(
+            Registration(model_type=r.model_type, model_name=r.model_name, digest=r.digest)
+            for r in snap.registrations
+        )
     return ObservedState(
         workers=workers,
         models=models,
         managed=MappingProxyType(managed),
         backing_off=frozenset(snap.backing_off),
+        registrations=registrations,
     )
 
 
@@ -171,7 +192,7 @@ def load_snapshot(path: Path) -> ObservedState:
 
 def observed_to_document(observed: ObservedState) -> dict[str, Any]:
     """ObservedState -> the JSON snapshot document (bytes exact, sorted for stable diffs)."""
-    return {
+    doc: dict[str, Any] = {
         "format": SNAPSHOT_FORMAT,
         "workers": [
             {
@@ -219,3 +240,9 @@ def observed_to_document(observed: ObservedState) -> dict[str, Any]:
         ],
         "backing_off": sorted(observed.backing_off),
     }
+    if observed.registrations is not None:
+        doc["registrations"] = [
+            {"model_type": r.model_type, "model_name": r.model_name, "digest": r.digest}
+            for r in sorted(observed.registrations, key=lambda r: (r.model_type, r.model_name))
+        ]
+    return doc

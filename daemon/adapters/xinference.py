@@ -27,7 +27,7 @@ from urllib.parse import quote
 import requests
 
 from daemon.adapters.secrets import Credentials
-from daemon.core.naming import size_text
+from daemon.core.launch import launch_body, problems_text, request_problems
 from daemon.core.observed import GpuRef, GpuSnapshot, RunningModel, Worker
 from daemon.core.planning import Launch
 from daemon.errors import (
@@ -297,7 +297,15 @@ class XinferenceAdapter:
     # --- writes --------------------------------------------------------------------------------
 
     def launch(self, launch: Launch) -> None:
-        """Ask for a launch and return at once (``wait_ready=false``); poll instance_state after."""
+        """Ask for a launch and return at once (``wait_ready=false``); poll instance_state after.
+        A body that is not JSON is never sent (PermanentClusterError naming the key)."""
+        unsendable = request_problems(launch, engine_args={})
+        if unsendable:
+            raise PermanentClusterError(
+                f"the launch request cannot be sent: {problems_text(unsendable)}",
+                method="POST",
+                path="/v1/models",
+            )
         self.request("POST", "/v1/models", params={"wait_ready": "false"}, body=launch_body(launch))
 
     def terminate(self, uid: str, *, loading: bool = False) -> bool:
@@ -328,27 +336,6 @@ class XinferenceAdapter:
         self.request(
             "DELETE", f"/v1/model_registrations/{quote(model_type)}/{quote(name, safe='')}"
         )
-
-
-def launch_body(launch: Launch) -> dict[str, Any]:
-    """The JSON body of ``POST /v1/models`` for a planned launch."""
-    args = dict(launch.launch_args)
-    size = args.pop("model_size_in_billions", None)
-    size = size_text(size)  # the REST API wants 7 or "1_5", not 1.5
-    body: dict[str, Any] = {
-        "model_uid": launch.uid,
-        "model_name": launch.model_name,
-        "model_type": launch.model_type,
-        "replica": launch.replica,
-        "n_gpu": launch.n_gpu,  # None: CPU only
-        **({"model_size_in_billions": size} if size is not None else {}),
-        **args,
-    }
-    if launch.worker is not None:
-        body["worker_ip"] = launch.worker
-    if launch.gpu_indexes:
-        body["gpu_idx"] = list(launch.gpu_indexes)
-    return body
 
 
 # --- parsing the wire format (pure) -----------------------------------------------------------

@@ -111,7 +111,8 @@ def cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     out.write(status_table(result, observed))
     for r in result.refused:
         out.write(f"refused {r.uid}: {r.reason}\n")
-    out.write(fit_text(result.budgets) + "\n")
+    fraction = loaded.config.policy.gpu_max_fraction
+    out.write(fit_text(result.budgets, cpu_models=result.cpu_models, max_fraction=fraction) + "\n")
     out.write(local_gpus_text(probe()) + "\n")
     verdict = convergence(result)
     out.write(convergence_text(verdict) + "\n")
@@ -267,27 +268,66 @@ def _import_credentials(args: argparse.Namespace) -> Credentials:
     return Credentials(mode="none")
 
 
+SCHEMA_PATH = Path("schemas") / "config.schema.json"
+
+
+def _schema_header(target_dir: Path) -> str:
+    """The ``#:schema`` directive when it points at a schema that exists beside the file (the
+    layout of a config repository: config.toml and schemas/ at its root); else how to make one.
+    Never a URL: this project publishes no schema at a stable address, and the schema must match
+    the installed version, which ``xinference-reconciler schema`` prints."""
+    if (target_dir / SCHEMA_PATH).is_file():
+        return f"#:schema ./{SCHEMA_PATH.as_posix()}\n"
+    return (
+        f"# For completion and checks in editors: xinference-reconciler schema > {SCHEMA_PATH.as_posix()}\n"
+        f"# (beside this file), then make the first line: #:schema ./{SCHEMA_PATH.as_posix()}\n"
+    )
+
+
+def _custom_registrations(
+    adapter: XinferenceAdapter, observed: ObservedState
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """The stored JSON of every running model that is a custom registration (not built in)."""
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for m in observed.models:
+        key = (m.model_type or "", m.model_name)
+        if m.model_type is None or key in out:
+            continue
+        stored = adapter.registration(m.model_type, m.model_name)
+        if stored is not None and stored.get("is_builtin") is False:
+            out[key] = stored
+    return out
+
+
 def cmd_import(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """A config describing what the cluster runs now: the models this tool launched with the specs
+    it launched them with (its state file, --state-dir), custom models with their registrations."""
     import tomli_w
 
     credentials = _import_credentials(args)
     adapter = XinferenceAdapter(endpoint=args.endpoint, credentials=credentials)
     workers, models = adapter.observe()
+    observed = ObservedState(workers=workers, models=models)
+    state = state_store(args).load()
+    if state.problem:
+        err.write(f"warning: {state.problem}\n")
     auth: dict[str, Any] = {"mode": credentials.mode}
     if args.api_key_env:
         auth["api_key_env"] = args.api_key_env
     elif args.username:
         auth |= {"username": args.username, "password_env": args.password_env}
     doc = imported_config(
-        ObservedState(workers=workers, models=models), endpoint=args.endpoint, auth=auth
+        observed,
+        endpoint=args.endpoint,
+        auth=auth,
+        records=state.records,
+        registrations=_custom_registrations(adapter, observed),
     )
-    text = (
-        "#:schema ./schemas/config.schema.json\n"
-        '# Imported from the running cluster; review it, then set policy.mode = "enforce".\n'
-    )
+    target = Path(args.output) if args.output else None
+    text = _schema_header(target.parent if target else Path.cwd())
+    text += '# Imported from the running cluster; review it, then set policy.mode = "enforce".\n'
     text += tomli_w.dumps(doc)
-    if args.output:
-        target = Path(args.output)
+    if target is not None:
         if target.exists() and not args.force:
             raise ReconcilerError(f"{target} exists (use --force to overwrite)")
         target.write_text(text)
@@ -347,5 +387,9 @@ def add_live_parsers(sub: Any) -> None:
         "--password-env", metavar="VAR", help="environment variable holding the password"
     )
     p.add_argument("--api-key-env", metavar="VAR", help="environment variable holding an API key")
-    p.add_argument("--state-dir", type=Path)
+    p.add_argument(
+        "--state-dir",
+        type=Path,
+        help="this tool's state directory: the models it launched are written with their specs",
+    )
     p.set_defaults(live=cmd_import)

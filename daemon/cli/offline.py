@@ -60,7 +60,13 @@ def cmd_fit(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     loaded, observed = _plan_inputs(args, err)
     result = plan(loaded.config, loaded.demands, observed)
-    out.write(fit_text(result.budgets, width=args.width) + "\n")
+    text = fit_text(
+        result.budgets,
+        width=args.width,
+        cpu_models=result.cpu_models,
+        max_fraction=loaded.config.policy.gpu_max_fraction,
+    )
+    out.write(text + "\n")
     for refusal in result.refused:
         out.write(f"refused {refusal.uid}: {refusal.reason}\n")
     return Exit.OK

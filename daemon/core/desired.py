@@ -9,13 +9,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from daemon.core.engines import ENGINE_SPELLING, ENGINES_BY_TYPE, FRACTION_ENGINES, Engine
 from daemon.core.footprint import known_quantizations
+from daemon.core.launch import BODY_KEYS
 from daemon.core.naming import is_secret_name, uid_problem
 
 Int = Annotated[int, Strict()]
@@ -23,7 +32,13 @@ Bool = Annotated[bool, Strict()]
 Float = Annotated[float, Strict()]
 Str = Annotated[str, Strict()]
 Scalar = Str | Int | Float | Bool
-EngineArg = Scalar | list[Scalar] | dict[str, Any]
+# Any value TOML can hold is accepted here, and what JSON cannot carry (a TOML date, nan) is
+# refused by the launch-request check with its exact key path (core/launch.py), instead of a union
+# of type errors; the schema tells editors what is sent: a JSON value.
+_JSON_VALUE_SCHEMA = {
+    "anyOf": [{"type": t} for t in ("string", "integer", "number", "boolean", "array", "object")]
+}
+EngineArg = Annotated[Any, WithJsonSchema(_JSON_VALUE_SCHEMA)]
 
 ModelType = Literal["LLM", "embedding", "rerank", "image", "audio", "video", "flexible"]
 # Launch settings that the reconciler computes or sets itself; writing them in engine_args would
@@ -444,11 +459,12 @@ def cross_field_problems(config: Config) -> list[tuple[str, str]]:
             )
         )
     for uid, spec in sorted(config.models.items()):
-        problems.extend((f"models.{uid}.{path}", msg) for path, msg in _model_problems(spec))
+        problems.extend((f"models.{uid}.{path}", msg) for path, msg in model_problems(spec))
     return problems
 
 
-def _model_problems(spec: ModelSpec) -> list[tuple[str, str]]:
+def model_problems(spec: ModelSpec) -> list[tuple[str, str]]:
+    """The rules that span several fields of one model, as (key path below the model, message)."""
     out: list[tuple[str, str]] = []
     engine = spec.model_engine
     allowed = ENGINES_BY_TYPE.get(spec.model_type)
@@ -483,10 +499,39 @@ def _model_problems(spec: ModelSpec) -> list[tuple[str, str]]:
                     "the memory planner knows it",
                 )
             )
+        elif key in BODY_KEYS:
+            out.append(
+                (
+                    f"engine_args.{key}",
+                    f"the launch request takes {key} from {BODY_KEYS[key]}; set it there "
+                    "(here it would override it)",
+                )
+            )
     return out
 
 
+# Keys Xinference 4.1.0 refuses a custom registration without (docs/xinference-observed.md,
+# "Registrations"); everything else has a default in core/custom.py.
 _CUSTOM_REQUIRED = {"embedding": ("dimensions", "max_tokens"), "LLM": ("model_family",)}
+
+
+def missing_custom_keys(
+    model_type: str, spec_keys: Iterable[str], *, has_size: bool
+) -> list[tuple[str, str]]:
+    """Keys a custom model of ``model_type`` must have and does not, as (key path, message). Also
+    asked with the raw table of a model that breaks the schema elsewhere, so that every missing key
+    is reported in one run."""
+    present = set(spec_keys)
+    out = [
+        (f"custom.spec.{key}", f"required for a custom {model_type} model")
+        for key in _CUSTOM_REQUIRED.get(model_type, ())
+        if key not in present
+    ]
+    if model_type == "LLM" and not has_size:
+        out.append(
+            ("model_size_in_billions", "required for a custom LLM (its registration lists it)")
+        )
+    return out
 
 
 def _custom_problems(spec: ModelSpec) -> list[tuple[str, str]]:
@@ -495,13 +540,11 @@ def _custom_problems(spec: ModelSpec) -> list[tuple[str, str]]:
     out = []
     if spec.model_type not in ("LLM", "embedding", "rerank"):
         out.append(("custom", f"custom {spec.model_type} models are not supported yet"))
-    for key in _CUSTOM_REQUIRED.get(spec.model_type, ()):
-        if key not in spec.custom.spec:
-            out.append((f"custom.spec.{key}", f"required for a custom {spec.model_type} model"))
-    if spec.model_type == "LLM" and spec.model_size_in_billions is None:
-        out.append(
-            ("model_size_in_billions", "required for a custom LLM (its registration lists it)")
+    out.extend(
+        missing_custom_keys(
+            spec.model_type, spec.custom.spec, has_size=spec.model_size_in_billions is not None
         )
+    )
     if "model_name" in spec.custom.spec or "model_specs" in spec.custom.spec:
         out.append(
             ("custom.spec", "model_name and model_specs are filled in from the model's own keys")

@@ -94,6 +94,17 @@ class RunningModel:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Registration:
+    """A custom model the server has registered (looked up by name for the file's custom models),
+    with the digest of the spec this tool registered under that name (its state file), or None
+    when this tool did not register it."""
+
+    model_type: str
+    model_name: str
+    digest: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class ObservedState:
     """The whole observed cluster plus this tool's own records.
 
@@ -109,6 +120,8 @@ class ObservedState:
     # Memory failures the engine measured, within their backoff: uid -> digest of the failed
     # launch arguments; the plan retries them now only with other arguments (core/retry.py).
     retry_if_changed: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    # The file's custom models the server has registered; None: not looked at (an older snapshot).
+    registrations: tuple[Registration, ...] | None = None
 
     @property
     def gpus(self) -> tuple[GpuSnapshot, ...]:
@@ -118,4 +131,10 @@ class ObservedState:
         for m in self.models:
             if m.uid == uid:
                 return m
+        return None
+
+    def registration(self, model_type: str, model_name: str) -> Registration | None:
+        for r in self.registrations or ():
+            if (r.model_type, r.model_name) == (model_type, model_name):
+                return r
         return None

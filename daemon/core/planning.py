@@ -22,11 +22,13 @@ from daemon.core.admission import (
     admit,
     precedence,
 )
+from daemon.core.custom import registration_digest
 from daemon.core.demand import Demand, claim_on
-from daemon.core.desired import Config
+from daemon.core.desired import Config, ModelSpec
 from daemon.core.drift import ModelStatus, State, detect_drift
 from daemon.core.engines import FRACTION_ENGINES
-from daemon.core.fit import GpuBudget, gpu_budgets
+from daemon.core.fit import CpuModel, GpuBudget, gpu_budgets
+from daemon.core.launch import problems_text, request_problems
 from daemon.core.observed import (
     ERROR,
     IN_PROGRESS,
@@ -69,6 +71,17 @@ Action = Terminate | Launch
 
 
 @dataclass(frozen=True, kw_only=True)
+class Register:
+    """A custom model this pass registers before launching it (core/custom.py builds the JSON)."""
+
+    model_name: str
+    model_type: str
+    model_uri: str
+    reason: str
+    uids: tuple[str, ...]  # the launches of this pass that need it
+
+
+@dataclass(frozen=True, kw_only=True)
 class Waiting:
     """A launch that is admitted but not sent this pass: another launch is loading on one of its
     GPUs (two engines profiling one GPU at once corrupt each other's measurements). A later pass
@@ -92,6 +105,8 @@ class Plan:
     waiting: tuple[Waiting, ...] = ()
     # Desired models whose drift this plan leaves alone, and why (backing off, protected, unmanaged).
     left_alone: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    cpu_models: tuple[CpuModel, ...] = ()  # what holds no GPU memory (for fit)
+    registrations: tuple[Register, ...] = ()  # custom models registered before this pass's launches
 
     @property
     def has_changes(self) -> bool:
@@ -259,6 +274,39 @@ def _launch(demand: Demand, placement: Placement, *, reason: str, replaces: bool
     )
 
 
+def launch_request_problems(uid: str, spec: ModelSpec) -> list[tuple[str, str]]:
+    """What would make this model's launch request unsendable, as (key path, message), found by
+    building the request as a launch would (placement and memory figures aside: those are numbers
+    this tool computes). Validation and the planner both ask; empty when it can be sent."""
+    probe = Demand(
+        uid=uid,
+        spec=spec,
+        architecture=None,
+        weights_per_gpu=None,
+        gpus_needed=spec.placement.gpus * spec.replicas if spec.on_gpu else 0,
+    )
+    placement = Placement(uid=uid, worker=spec.placement.worker, gpus=(), claims=())
+    launch = _launch(probe, placement, reason="", replaces=False)
+    return request_problems(launch, engine_args=spec.engine_args)
+
+
+def _unsendable(wanted: dict[str, tuple[Demand, str, bool]]) -> list[Refusal]:
+    """Launches whose request cannot be sent, taken out of ``wanted`` before anything is decided:
+    a replacement among them keeps its running instance (nothing is terminated for it)."""
+    out = []
+    for uid in sorted(wanted):
+        problems = launch_request_problems(uid, wanted[uid][0].spec)
+        if problems:
+            del wanted[uid]
+            out.append(
+                Refusal(
+                    uid=uid,
+                    reason=f"its launch request cannot be sent: {problems_text(problems)}",
+                )
+            )
+    return out
+
+
 def _wanted(
     statuses: tuple[ModelStatus, ...],
     demands: Mapping[str, Demand],
@@ -304,6 +352,7 @@ def plan(
     terminations, notes = _surplus_terminations(config, statuses, observed)
     left_alone: dict[str, str] = {}
     wanted = _wanted(statuses, demands, observed, left_alone)
+    unsendable = _unsendable(wanted)
 
     # Replacements free their old memory only if the new spec is admitted and sent this pass. A
     # refused replacement, or one that must wait for a load on its GPU, leaves the old instance
@@ -324,7 +373,7 @@ def plan(
         if observed.model(uid) is not None
     ]
     surplus_gone = frozenset(t.uid for t in (*terminations, *timed_out))
-    kept: list[Refusal] = []
+    kept: list[Refusal] = list(unsendable)
     while True:
         caps, held = _capacities(config, observed, estimable, surplus_gone | replacing)
         admission = admit(
@@ -371,6 +420,7 @@ def plan(
         caps=caps,
         placements=placements,
         leaving=surplus_gone | replacing,
+        reserve_bytes=round(config.policy.gpu_reserve_gib * GiB),
     )
     return Plan(
         mode=config.policy.mode,
@@ -383,7 +433,75 @@ def plan(
         placements=MappingProxyType(placements),
         waiting=tuple(waiting),
         left_alone=MappingProxyType(left_alone),
+        cpu_models=_cpu_models(config, statuses, placements, observed),
+        registrations=_registrations(ordered[:cap], demands, observed),
     )
+
+
+def _registrations(
+    actions: list[Action], demands: Mapping[str, Demand], observed: ObservedState
+) -> tuple[Register, ...]:
+    """The custom models this pass registers: those its launches need that the server lacks, or
+    holds with a spec other than the file's (the reconciler re-checks at the moment it acts)."""
+    needed: dict[tuple[str, str], list[str]] = {}
+    specs: dict[tuple[str, str], ModelSpec] = {}
+    for action in actions:
+        if isinstance(action, Launch) and demands[action.uid].spec.custom is not None:
+            wanted = demands[action.uid].spec
+            key = (str(wanted.model_type), wanted.model_name)
+            needed.setdefault(key, []).append(action.uid)
+            specs.setdefault(key, wanted)
+    out = []
+    for key, uids in sorted(needed.items()):
+        spec = specs[key]
+        assert spec.custom is not None
+        found = observed.registration(*key)
+        if observed.registrations is None:
+            reason = "unless the server has it with this spec (the observation lists none)"
+        elif found is None:
+            reason = "not registered on the server"
+        elif found.digest is None:
+            reason = "registered on the server, not by this tool with this spec: replaced"
+        elif found.digest != registration_digest(spec):
+            reason = "changed in the file: registered again"
+        else:
+            continue
+        out.append(
+            Register(
+                model_name=spec.model_name,
+                model_type=spec.model_type,
+                model_uri=spec.custom.model_uri,
+                reason=reason,
+                uids=tuple(sorted(uids)),
+            )
+        )
+    return tuple(out)
+
+
+def _cpu_models(
+    config: Config,
+    statuses: tuple[ModelStatus, ...],
+    placements: Mapping[str, Placement],
+    observed: ObservedState,
+) -> tuple[CpuModel, ...]:
+    out = []
+    for s in statuses:
+        spec = config.models.get(s.uid)
+        running = observed.model(s.uid)
+        if spec is not None and not spec.on_gpu:
+            placed = placements.get(s.uid)
+            worker = placed.worker if placed else (running.worker if running else None)
+            state = "planned" if placed is not None else str(s.state)
+            name, engine = spec.model_name, spec.model_engine
+        elif spec is None and running is not None and not running.gpu_indexes:
+            worker, state = running.worker, "not in the file"
+            name, engine = running.model_name, running.model_engine
+        else:
+            continue
+        out.append(
+            CpuModel(uid=s.uid, model_name=name, model_engine=engine, worker=worker, state=state)
+        )
+    return tuple(out)
 
 
 def loading_gpus(observed: ObservedState) -> dict[GpuRef, str]:

@@ -127,9 +127,16 @@ class FakeCluster:
         return workers, tuple(models)
 
     def launch(self, launch: Launch) -> None:
-        from daemon.adapters.xinference import launch_body
-        from daemon.errors import RequestRejected
+        from daemon.core.launch import launch_body, problems_text, request_problems
+        from daemon.errors import PermanentClusterError, RequestRejected
 
+        unsendable = request_problems(launch, engine_args={})
+        if unsendable:  # as the real adapter: never sent
+            raise PermanentClusterError(
+                f"the launch request cannot be sent: {problems_text(unsendable)}",
+                method="POST",
+                path="/v1/models",
+            )
         self._call("launch", launch.uid)
         current = self.instances.get(launch.uid)
         if current is not None and current.status != "ERROR":
@@ -191,7 +198,8 @@ class FakeCluster:
 
     def registration(self, model_type: str, name: str) -> dict[str, Any] | None:
         self._call("registration", name)
-        return self.registrations.get((model_type, name))
+        stored = self.registrations.get((model_type, name))
+        return None if stored is None else {**stored, "is_builtin": False}  # as the server says
 
     def register(self, model_type: str, spec: Mapping[str, Any], *, persist: bool = True) -> None:
         from daemon.errors import RequestRejected
