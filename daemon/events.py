@@ -8,6 +8,7 @@ The catalogue of event names and their fields is ``docs/events.md``.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import MutableMapping
 from typing import Any, Literal, TextIO
@@ -39,6 +40,29 @@ def redact_secrets(
     return event_dict
 
 
+# syslog priorities: journald reads a "<N>" line prefix as the entry's PRIORITY (SyslogLevelPrefix=)
+_PRIORITY = {"critical": 2, "error": 3, "warning": 4, "info": 6, "debug": 7}
+
+
+def _is_journal(stream: TextIO) -> bool:
+    """True when ``stream`` is the journald stream systemd connected: ``$JOURNAL_STREAM`` holds
+    its device and inode (a pipe to something else, or a terminal, carries no prefix)."""
+    device, _, inode = os.environ.get("JOURNAL_STREAM", "").partition(":")
+    if not (device.isdigit() and inode.isdigit()):
+        return False
+    try:
+        info = os.fstat(stream.fileno())
+    except (OSError, ValueError, AttributeError):  # io.UnsupportedOperation is an OSError
+        return False
+    return (info.st_dev, info.st_ino) == (int(device), int(inode))
+
+
+def _journal_priority(_: Any, method_name: str, line: Any) -> str:
+    """Prefix the rendered line with its level as a syslog priority: warnings are warnings in
+    journald (``journalctl -p warning``), not the stream's default info."""
+    return f"<{_PRIORITY.get(method_name, 6)}>{line}"
+
+
 def configure(
     *,
     fmt: Literal["auto", "json", "console"] = "auto",
@@ -59,6 +83,7 @@ def configure(
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             redact_secrets,
             renderer,
+            *([_journal_priority] if _is_journal(out) else []),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
