@@ -35,6 +35,7 @@ from daemon.core.planning import Plan
 from daemon.errors import AuthError, ClusterError, ConfigError, ConfigSyntaxError, SecretError
 from daemon.events import EventLogger
 from daemon.reconciler import ClusterPort, Options, PassReport, reconcile_once
+from daemon.reload import write_ack
 from daemon.settings import Settings
 
 EXIT_OK = 0
@@ -327,16 +328,22 @@ class Daemon:
 
     def _loop(self) -> None:
         first = True
+        write_ack(self.settings.state_dir, pass_started=None, invalid=None)  # none acknowledged yet
         while not self._stop:
             self.beat()
             reasons = self._take_requests()
             if first or reasons:
+                taken = time.monotonic()  # after the requests were taken: see daemon/reload.py
                 hup = "sighup" in reasons
                 if hup:
                     self.notifier.reloading()
                 self._guarded_pass(reasons or {"start"})
                 if first or hup:
                     self.notifier.ready(self.summary())
+                if hup:  # `xinference-reconciler reload` (ExecReload=) waits for this
+                    write_ack(
+                        self.settings.state_dir, pass_started=taken, invalid=self._last_bad_hash
+                    )
                 first = False
                 continue
             self._wake.wait(0.2)

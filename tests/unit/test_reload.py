@@ -13,11 +13,20 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pytest
+
+from daemon.adapters.systemd import Notifier
+from daemon.app import Daemon
 from daemon.cli import main
-from daemon.reload import ACK_FILE, request_reload, write_ack
+from daemon.core.desired import ClusterConfig
+from daemon.events import configure
+from daemon.reload import ACK_FILE, read_ack, request_reload, write_ack
+from daemon.settings import Settings
+from daemon.testing import FakeCluster, gpu_worker
+from tests.unit.builders import DAEMON_CONFIG
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -80,6 +89,60 @@ def test_a_daemon_that_exits_fails_the_reload_at_once(tmp_path: Path) -> None:
     assert request_reload(1234, tmp_path, send=send, timeout=30) == (
         "process 1234 exited before acknowledging the reload"
     )
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[tuple[Daemon, Path]]:
+    configure(fmt="json", stream=io.StringIO())
+    config = tmp_path / "config.toml"
+    config.write_text(DAEMON_CONFIG)
+    fake = FakeCluster((gpu_worker("127.0.0.1:30001", 24),), known_models=frozenset({"m"}))
+
+    def factory(cluster_config: ClusterConfig, endpoint: str | None) -> FakeCluster:
+        del cluster_config, endpoint
+        return fake
+
+    d = Daemon(
+        config_path=config,
+        settings=Settings(state_dir=tmp_path / "state", resync_interval_seconds=3600.0),
+        cluster_factory=factory,
+        notifier=Notifier(environ={}),
+    )
+    runner = threading.Thread(target=d.run)
+    runner.start()
+    try:
+        deadline = time.monotonic() + 10
+        while d.passes < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert d.passes >= 1
+        yield d, config
+    finally:
+        d.stop()
+        runner.join(15)
+
+
+def test_the_daemon_acknowledges_each_sighup_pass(daemon: tuple[Daemon, Path]) -> None:
+    d, config = daemon
+    state = d.settings.state_dir
+    assert read_ack(state) == {"pid": os.getpid(), "pass_started": None, "invalid": None}
+
+    def hup(pid: int, sig: int) -> None:
+        del pid
+        if sig == signal.SIGHUP:
+            d._on_signal(signal.SIGHUP, None)  # what the real handler does
+
+    before = d.passes
+    assert request_reload(os.getpid(), state, send=hup, timeout=10) is None
+    assert d.passes > before
+
+    config.write_text(DAEMON_CONFIG + "\nbroken = [\n")
+    problem = request_reload(os.getpid(), state, send=hup, timeout=10)
+    assert problem is not None
+    assert problem.startswith("the new config is invalid, the last good one stays in force: ")
+    assert "TOML" in problem
+
+    config.write_text(DAEMON_CONFIG)
+    assert request_reload(os.getpid(), state, send=hup, timeout=10) is None
 
 
 DAEMON_STANDIN = textwrap.dedent(
