@@ -31,6 +31,7 @@ from typing import Any
 from daemon.adapters.config_file import LoadedConfig, load_config, read_config_bytes
 from daemon.adapters.http_status import ListenError, Metrics, StatusServer
 from daemon.adapters.lease import ClusterLease, LeaseError
+from daemon.adapters.reload_ack import write_ack
 from daemon.adapters.secrets import load_credentials
 from daemon.adapters.state_file import StateStore
 from daemon.adapters.systemd import InstanceLock, LockHeldError, Notifier
@@ -434,12 +435,16 @@ class Daemon:
 
     def _loop(self) -> None:
         first = True
+        write_ack(self.settings.state_dir, pass_started=None, invalid=None)  # none acknowledged yet
         while not self._stop:
             self.beat()
             reasons = self._take_requests()
             if first:
                 reasons = {"start"}
             if reasons:
+                # CLOCK_MONOTONIC after the requests were taken (not the injectable clock: the
+                # reload helper compares it with its own reading, daemon/cli/reload.py)
+                taken = time.monotonic()
                 hup = "sighup" in reasons
                 if hup:
                     self.notifier.reloading()
@@ -449,6 +454,8 @@ class Daemon:
                     # the service is up. After SIGHUP: the new config is in force.
                     self.notifier.ready(self.summary())
                     self.ready_sent = True
+                if hup:  # `xinference-reconciler reload` (ExecReload=) waits for this
+                    write_ack(self.settings.state_dir, pass_started=taken, invalid=self._bad_file)
                 first = False
                 continue
             self._wake.wait(self._idle_seconds())

@@ -13,6 +13,7 @@ only catalogued events). An event's level is declared there, never derived from 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import MutableMapping
 from typing import Any, Literal, TextIO
@@ -59,6 +60,7 @@ LEVELS: dict[str, str] = {
     "state.warning": "warning",
     "pass.failed": "error",
     "pass.finished": "info",
+    "reload.failed": "error",
     "library.log": "info",  # the library record's own level is used
 }
 
@@ -80,6 +82,29 @@ def redact_secrets(
     return event_dict
 
 
+# syslog priorities: journald reads a "<N>" line prefix as the entry's PRIORITY (SyslogLevelPrefix=)
+_PRIORITY = {"critical": 2, "error": 3, "warning": 4, "info": 6, "debug": 7}
+
+
+def _is_journal(stream: TextIO) -> bool:
+    """True when ``stream`` is the journald stream systemd connected: ``$JOURNAL_STREAM`` holds
+    its device and inode (a pipe to something else, or a terminal, carries no prefix)."""
+    device, _, inode = os.environ.get("JOURNAL_STREAM", "").partition(":")
+    if not (device.isdigit() and inode.isdigit()):
+        return False
+    try:
+        info = os.fstat(stream.fileno())
+    except (OSError, ValueError, AttributeError):  # io.UnsupportedOperation is an OSError
+        return False
+    return (info.st_dev, info.st_ino) == (int(device), int(inode))
+
+
+def _journal_priority(_: Any, method_name: str, line: Any) -> str:
+    """Prefix the rendered line with its level as a syslog priority: warnings are warnings in
+    journald (``journalctl -p warning``), not the stream's default info."""
+    return f"<{_PRIORITY.get(method_name, 6)}>{line}"
+
+
 def configure(
     *,
     fmt: Literal["auto", "json", "console"] = "auto",
@@ -94,6 +119,7 @@ def configure(
         else structlog.dev.ConsoleRenderer(colors=False)
     )
     threshold = _LEVEL_NUMBERS[level.lower()]
+    journal = [_journal_priority] if _is_journal(out) else []
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -101,7 +127,7 @@ def configure(
         redact_secrets,
     ]
     structlog.configure(
-        processors=[*shared, renderer],
+        processors=[*shared, renderer, *journal],
         wrapper_class=structlog.make_filtering_bound_logger(threshold),
         logger_factory=structlog.PrintLoggerFactory(file=out),
         cache_logger_on_first_use=False,
@@ -114,6 +140,7 @@ def configure(
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 renderer,
+                *journal,
             ],
             foreign_pre_chain=[_as_library_event, *shared],
         )

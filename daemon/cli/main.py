@@ -104,6 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_live_parsers(sub)
 
+    from daemon.cli.reload import add_reload_parser
+
+    add_reload_parser(sub)
+
     p = sub.add_parser("run", help="the daemon: keep the cluster matching CONFIG (systemd service)")
     p.add_argument("config", nargs="?", help="config.toml (default: $XINFERENCE_RECONCILER_CONFIG)")
     p.add_argument("--state-dir", type=Path, help="ownership state and lock (default: settings)")
