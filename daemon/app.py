@@ -106,6 +106,7 @@ class Daemon:
         )
         self._lease_note: str | None = None  # why we may not act (another reconciler leads)
         self._lease_unsupported: str | None = None
+        self._lease_announced = False
         self.metrics = Metrics()
         self.good: Good | None = None
         self.cluster: ClusterPort | None = None
@@ -258,7 +259,6 @@ class Daemon:
         start = self.monotonic()
         try:
             cluster = self._ensure_cluster()
-            may_act = self._lease(cluster, config.policy.mode, events)
             report = reconcile_once(
                 config=config,
                 demands=self.good.loaded.demands,
@@ -266,7 +266,8 @@ class Daemon:
                 store=self.store,
                 opts=Options(
                     on_plan=lambda plan: self._observed(plan, events),
-                    act=may_act,
+                    act=True,
+                    authorize=lambda: self._lease(cluster, events),
                     clock=self.clock,
                     monotonic=self.monotonic,
                     sent=self._sent,
@@ -299,27 +300,26 @@ class Daemon:
         self._finish(start, report)
         return report
 
-    def _lease(self, cluster: ClusterPort, mode: str, events: EventLogger) -> bool:
-        """Whether this daemon may act: in enforce mode only while it holds the cluster's lease."""
-        if mode != "enforce":
-            return True  # observing needs no lease and acts on nothing
+    def _lease(self, cluster: ClusterPort, events: EventLogger) -> str | None:
+        """Why this daemon may not act (another reconciler holds the cluster's lease), or None.
+        Asked by enforcing passes once the cluster was observed."""
         try:
             status = self.lease.ensure(cluster)
         except LeaseError as exc:  # a server that cannot hold it: act, unguarded, and say so
             if self._lease_unsupported != str(exc):
                 self._lease_unsupported = str(exc)
                 events("cluster.lease.unsupported", error=str(exc))
-            return True
+            return None
         if status.held:
-            if self._lease_note is not None or self.passes == 0:
+            if self._lease_note is not None or not self._lease_announced:
                 events("cluster.lease.acquired", reason=status.reason)
-            self._lease_note = None
-            return True
+            self._lease_note, self._lease_announced = None, True
+            return None
         if status.reason != self._lease_note:
             holder = status.holder.describe() if status.holder else "unknown"
             events("cluster.lease.held_elsewhere", holder=holder, reason=status.reason)
         self._lease_note = status.reason
-        return False
+        return status.reason
 
     def _endpoint(self) -> str:
         """The endpoint as events may show it (never with credentials in it)."""

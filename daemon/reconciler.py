@@ -116,6 +116,10 @@ class Options:
     # Last word before acting: a reason not to act (apply: the plan differs from the confirmed
     # one), or None to go ahead.
     approve: Callable[[Plan], str | None] = lambda _plan: None
+    # Asked once the cluster was observed, in enforce mode: a reason this process may not act at
+    # all (another reconciler holds the cluster's lease), or None. Such a pass changes nothing,
+    # the state file included.
+    authorize: Callable[[], str | None] = lambda: None
     poll_seconds: float = POLL_SECONDS
     # Called between actions, so a watchdog sees a long pass (many slow calls) make progress.
     heartbeat: Callable[[], None] = lambda: None
@@ -606,6 +610,8 @@ def reconcile_once(
     demands = corrected(demands, state.corrections)  # what the engine measured wins
     result = plan(config, demands, observed)
     acting = opts.act and config.policy.mode == "enforce"
+    unauthorized = opts.authorize() if acting else None
+    acting = acting and unauthorized is None
     ledger = _Ledger(store, state, opts.events)
     if acting:
         if state != loaded:
