@@ -285,11 +285,14 @@ def _send(
     opts.sent[launch.uid] = start
     try:
         cluster.launch(launch)
-    except PermanentClusterError as exc:  # refused: nothing was started
-        ledger.update(lambda s: s.without_record(launch.uid))
-        opts.sent.pop(launch.uid, None)
-        return _refused(launch, str(exc), ledger=ledger, opts=opts, kind=kind, start=start)
-    except ClusterError as exc:  # no answer: it may be loading; the next passes settle it
+    except ClusterError as exc:
+        if exc.status is not None or isinstance(exc, PermanentClusterError):
+            # The server answered with an error (4xx, or a 5xx from its launch validation):
+            # nothing was started; it is a failed launch, retried after its backoff.
+            ledger.update(lambda s: s.without_record(launch.uid))
+            opts.sent.pop(launch.uid, None)
+            return _refused(launch, str(exc), ledger=ledger, opts=opts, kind=kind, start=start)
+        # No answer (a timeout, a reset connection): it may be loading; later passes settle it.
         return ActionResult(
             uid=launch.uid,
             kind=kind,

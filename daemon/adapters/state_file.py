@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -152,8 +153,20 @@ class StateStore:
 
     def __init__(self, directory: Path) -> None:
         self.path = directory / FILE_NAME
+        # What a failed save could not write: the next load returns it, so a daemon whose state
+        # file cannot be written still knows what it launched for as long as it runs.
+        self._unsaved: OwnershipState | None = None
 
     def load(self) -> OwnershipState:
+        if self._unsaved is not None:
+            return replace(
+                self._unsaved,
+                problem=f"state file {self.path} cannot be written; ownership is kept in memory "
+                "until it can (a restart would lose it)",
+            )
+        return self._load_file()
+
+    def _load_file(self) -> OwnershipState:
         try:
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
@@ -196,4 +209,6 @@ class StateStore:
             finally:
                 os.close(dir_fd)
         except OSError as exc:
+            self._unsaved = replace(state, problem=None)
             raise StateError(f"cannot write state file {self.path}: {exc.strerror or exc}") from exc
+        self._unsaved = None

@@ -109,6 +109,12 @@ def model_status(uid: str, spec: ModelSpec, observed: ObservedState) -> ModelSta
     record = observed.managed.get(uid)
     managed = record is not None
     running = observed.model(uid)
+    if running is None and record is not None and record.loading:
+        # Sent, and not listed yet (a slow server, an answer lost in a timeout): still a launch
+        # in progress, never a reason to send it again (core/lifecycle.py decides when it is gone).
+        return ModelStatus(
+            uid=uid, state=State.LAUNCHING, reasons=("sent; not listed yet",), managed=managed
+        )
     if running is None:
         return ModelStatus(uid=uid, state=State.MISSING, reasons=("not running",), managed=managed)
     if running.status == ERROR:

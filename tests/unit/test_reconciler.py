@@ -421,3 +421,61 @@ def test_a_model_removed_while_it_loads_is_cancelled_not_forgotten(store: StateS
     ]
     assert "a" not in r.cluster.instances
     assert "a" not in store.load().records
+
+
+def test_a_launch_the_server_does_not_list_yet_is_not_sent_again(
+    store: StateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The answer was lost and the server lists the launch only later (a slow proxy): the next
+    pass must not send it again (a duplicate uid is refused, and ownership would be lost)."""
+    r = rig(store)
+    real_launch = r.cluster.launch
+    pending: list[Any] = []
+
+    def slow(launch: Any) -> None:
+        pending.append(launch)  # the server will get it later
+        raise ServerUnavailable("no answer within 2 s", method="POST", path="/v1/models")
+
+    monkeypatch.setattr(r.cluster, "launch", slow)
+    cfg = config({"a": model(gib=4)})
+    r.run(cfg)
+    r.clock.advance(2)
+    again = r.run(cfg)
+    assert again.results == ()
+    assert again.plan.statuses[0].reasons == ("sent; not listed yet",)
+    real_launch(pending[0])  # now the server has it
+    monkeypatch.setattr(r.cluster, "launch", real_launch)
+    r.run(cfg)
+    assert r.run(cfg).converged
+    assert store.load().records["a"].spec_hash
+    assert [f["uid"] for f in r.named("model.launch.succeeded")] == ["a"]
+
+
+def test_an_unwritable_state_file_keeps_ownership_in_memory(tmp_path: Path) -> None:
+    (tmp_path / "state" / "state.json").mkdir(parents=True)  # root writes anywhere: a directory
+    store = StateStore(tmp_path / "state")
+    r = rig(store)
+    cfg = config({"a": model(gib=4)})
+    first = r.run(cfg)
+    assert any("cannot write state file" in w for w in first.warnings)
+    second = r.run(cfg)  # the launch settles from the record kept in memory
+    assert [o.result for o in second.settlement.outcomes] == ["ready"]
+    assert r.named("model.launch.succeeded")
+    assert "kept in memory" in " ".join(second.warnings)
+
+
+def test_a_launch_the_server_answers_with_a_5xx_is_a_failure_with_backoff(
+    store: StateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from daemon.errors import TemporaryClusterError
+
+    def boom(*_a: Any, **_k: Any) -> None:
+        raise TemporaryClusterError("boom", method="POST", path="/v1/models", status=500)
+
+    r = rig(store)
+    monkeypatch.setattr(r.cluster, "launch", boom)
+    report = r.run(config({"a": model(gib=4)}))
+    assert [(x.uid, x.ok) for x in report.results] == [("a", False)]
+    (failed,) = r.named("model.launch.failed")
+    assert (failed["attempts"], failed["retry_in_seconds"]) == (1, 15.0)
+    assert "a" not in store.load().records
