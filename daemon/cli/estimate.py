@@ -302,7 +302,9 @@ def _fraction_figures(
     doc["outside_budget_bytes"] = fp.outside_budget_bytes
     if claim.rules is not None:
         doc["vllm_rules"] = claim.rules.key
-        doc["vllm_version"] = args.vllm_version or "unknown"
+        doc["vllm_version"] = (
+            args.vllm_version or "unknown" if ENGINES[args.engine] == Engine.VLLM else None
+        )
     if args.gpu_memory_utilization is not None:
         util = args.gpu_memory_utilization
         kv_bytes = kv_cache_bytes_at(fp, utilization=util, gpu_total_bytes=total)
@@ -334,8 +336,13 @@ def _text(doc: dict[str, Any]) -> str:
         + ")",
     ]
     if "vllm_rules" in doc:
+        who = (
+            f"vLLM {doc['vllm_version']}"
+            if doc["vllm_version"]
+            else f"{doc['engine']} (vLLM's most conservative)"
+        )
         lines.append(
-            f"  vLLM {doc['vllm_version']} (rules {doc['vllm_rules']}): "
+            f"  {who} (rules {doc['vllm_rules']}): "
             f"{doc['budgeted_overhead_bytes'] / g:.2f} GiB inside gpu_memory_utilization x total, "
             f"{doc['outside_budget_bytes'] / g:.2f} GiB on top"
         )

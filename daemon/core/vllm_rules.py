@@ -453,15 +453,6 @@ UNKNOWN = VllmRules(
 )
 
 
-@dataclass(frozen=True, kw_only=True)
-class KnownVersion:
-    """The rules that apply to a worker, and where its version came from (for plan notes)."""
-
-    rules: VllmRules
-    version: str | None  # None: unknown
-    source: str  # "declared for worker X", "reported by running model M", "unknown", ...
-
-
 def rules_for(version: str | VllmVersion | None) -> VllmRules:
     """The row of :data:`RULES` that covers ``version``; :data:`UNKNOWN` for None, an unparsable
     string or a release outside the table."""
