@@ -11,7 +11,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
@@ -115,15 +115,23 @@ def parse_toml(data: bytes, name: str) -> dict[str, Any]:
 
 
 def _allowed_keys(model: type[BaseModel], loc: tuple[str | int, ...]) -> list[str] | None:
-    """Keys the schema accepts in the table that ``loc`` (ending in the unknown key) points into."""
+    """Keys the schema accepts in the table that ``loc`` (ending in the unknown key) points into.
+    A ``dict[str, Model]`` field (``[cluster.workers."<address>"]``) takes one free key first."""
     current: object = model
+    keyed = False
     for part in loc[:-1]:
+        if keyed:
+            keyed = False
+            continue
         if not (isinstance(current, type) and issubclass(current, BaseModel)):
             return None
         info = current.model_fields.get(str(part))
         if info is None:
             return None
         current = info.annotation
+        if get_origin(current) is dict:
+            current = get_args(current)[1]
+            keyed = True
     if isinstance(current, type) and issubclass(current, BaseModel):
         return sorted(current.model_fields)
     return None

@@ -59,6 +59,7 @@ def _gib(value: float | None) -> int | None:
 class WorkerEntry(_Strict):
     address: str
     gpus: list[GpuEntry] = []
+    vllm_version: str | None = None  # reported by a running vLLM model on this worker
 
 
 class ModelEntry(_Strict):
@@ -123,6 +124,7 @@ def observed_from_document(doc: Any, *, name: str = "snapshot") -> ObservedState
                     )
                     for g in sorted(w.gpus, key=lambda g: g.index)
                 ),
+                vllm_version=w.vllm_version,
             )
             for w in snap.workers
         )
@@ -206,6 +208,7 @@ def observed_to_document(observed: ObservedState) -> dict[str, Any]:
                     }
                     for g in w.gpus
                 ],
+                **({"vllm_version": w.vllm_version} if w.vllm_version is not None else {}),
             }
             for w in sorted(observed.workers, key=lambda w: w.address)
         ],

@@ -9,6 +9,11 @@ and translates failures into the project's error tree: no answer or 5xx -> Tempo
 
 Wire-format parsing (``parse_cluster``) is a pure function over the three JSON answers one
 observation needs: ``GET /status``, ``GET /v1/models/instances`` and ``GET /v1/models``.
+
+The vLLM release of each worker is learned from its running vLLM models: ``GET
+/v1/models/{uid}/reload/config`` answers ``engine_version`` (the ``vllm`` distribution in that model's
+Python environment). The answer is kept for as long as the model stays READY on the same worker, and
+a worker whose version is known is not asked again, so a pass with nothing new costs no extra call.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any
 from urllib.parse import quote
@@ -28,7 +33,7 @@ import requests
 
 from daemon.adapters.secrets import Credentials
 from daemon.core.launch import launch_body, problems_text, request_problems
-from daemon.core.observed import GpuRef, GpuSnapshot, RunningModel, Worker
+from daemon.core.observed import READY, GpuRef, GpuSnapshot, RunningModel, Worker
 from daemon.core.planning import Launch
 from daemon.errors import (
     AuthError,
@@ -117,6 +122,8 @@ class XinferenceAdapter:
         self._expires_at: float | None = None
         self._margin = TOKEN_REFRESH_MARGIN_SECONDS
         self.calls = 0  # HTTP requests sent (the benchmark reads it)
+        # uid -> (worker, vLLM version its engine reported; None: it could not say)
+        self._vllm_versions: dict[str, tuple[str, str | None]] = {}
 
     # --- plumbing ------------------------------------------------------------------------------
 
@@ -262,7 +269,48 @@ class XinferenceAdapter:
         return status, instances, models
 
     def observe(self) -> tuple[tuple[Worker, ...], tuple[RunningModel, ...]]:
-        return parse_cluster(*self.raw_observation())
+        workers, models = parse_cluster(*self.raw_observation())
+        return self._with_vllm_versions(workers, models), models
+
+    def engine_version(self, uid: str) -> str | None:
+        """The vLLM version a running vLLM model reports (``/v1/models/{uid}/reload/config``);
+        None when its engine is not vLLM or the server cannot say (one call)."""
+        answer = self.request("GET", f"/v1/models/{quote(uid, safe='')}/reload/config")
+        return parse_engine_version(answer)
+
+    def _with_vllm_versions(
+        self, workers: tuple[Worker, ...], models: tuple[RunningModel, ...]
+    ) -> tuple[Worker, ...]:
+        """``workers`` with the vLLM version their running vLLM models report. Asks only for READY
+        vLLM models it has not asked about, and only on workers whose version is not known yet."""
+        ready = {
+            m.uid: m
+            for m in models
+            if m.status == READY and m.worker and (m.model_engine or "").lower() == "vllm"
+        }
+        for uid, (worker, _) in list(self._vllm_versions.items()):
+            if uid not in ready or ready[uid].worker != worker:
+                del self._vllm_versions[uid]  # gone or relaunched: its next engine may differ
+        for uid in sorted(ready):
+            worker = str(ready[uid].worker)
+            if uid in self._vllm_versions or self._known_on(worker):
+                continue
+            try:
+                version = self.engine_version(uid)
+            except TemporaryClusterError:
+                continue  # ask again next pass
+            except ClusterError:
+                version = None  # e.g. a multi-replica model: Xinference reloads one worker only
+            self._vllm_versions[uid] = (worker, version)
+        out = []
+        for w in workers:
+            seen = {v for worker, v in self._vllm_versions.values() if worker == w.address and v}
+            version = next(iter(seen)) if len(seen) == 1 else None  # disagreeing venvs: unknown
+            out.append(replace(w, vllm_version=version) if version != w.vllm_version else w)
+        return tuple(out)
+
+    def _known_on(self, worker: str) -> bool:
+        return any(w == worker and v for w, v in self._vllm_versions.values())
 
     def instance_state(self, uid: str) -> InstanceState | None:
         """The launch state of one uid (None when the server does not know it)."""
@@ -368,6 +416,14 @@ def _gpu_indexes(value: Any) -> tuple[int, ...]:
     return tuple(int(v) for v in value)
 
 
+def parse_engine_version(answer: Any) -> str | None:
+    """``engine_version`` of a ``reload/config`` answer when its engine is vLLM, else None."""
+    if not isinstance(answer, dict) or str(answer.get("engine", "")).lower() != "vllm":
+        return None
+    version = answer.get("engine_version")
+    return version if isinstance(version, str) and version else None
+
+
 def parse_workers(status: Any) -> tuple[Worker, ...]:
     """Workers and their GPUs from ``GET /status`` (``gpu-N`` entries: mem_total/mem_used, bytes)."""
     workers = []
@@ -446,5 +502,6 @@ __all__ = [
     "XinferenceAdapter",
     "launch_body",
     "parse_cluster",
+    "parse_engine_version",
     "parse_workers",
 ]

@@ -26,6 +26,8 @@ def _launch_line(a: Launch) -> str:
         memory.append(f"gpu_memory_utilization={args['gpu_memory_utilization']}")
     if "max_model_len" in args:
         memory.append(f"max_model_len={args['max_model_len']}")
+    if "kv_cache_memory_bytes" in args:
+        memory.append(f"kv_cache_memory_bytes={fmt_gib(int(args['kv_cache_memory_bytes']))}")
     if a.claims:
         memory.append(f"holds {fmt_gib(max(a.claims.values()))}/GPU")
     verb = "~ replace  " if a.replaces else "+ launch   "

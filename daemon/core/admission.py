@@ -20,6 +20,7 @@ from daemon.core.demand import Claim, Demand, claim_on, grown_claim
 from daemon.core.engines import FRACTION_ENGINES
 from daemon.core.observed import GpuRef, Worker
 from daemon.core.units import fmt_gib
+from daemon.core.vllm_rules import UNKNOWN, VllmRules
 
 SEARCH_BUDGET = 20_000  # placements the search may try for one refused model
 SEARCH_MAX_MOVABLE = 10  # models one search may move (beyond this, search worker by worker)
@@ -35,6 +36,13 @@ class GpuCapacity:
     limit: int  # max_fraction x total - reserve
     external: int  # used by processes this pass does not account to a model
     staying: int  # held by models that keep running
+    rules: VllmRules = UNKNOWN  # how the vLLM on this GPU's worker accounts for memory
+
+    @property
+    def resident(self) -> int:
+        """Memory other processes hold on this GPU when a launch starts (vLLM versions with a
+        global budget charge it to the new instance)."""
+        return self.external + self.staying
 
     @property
     def available(self) -> int:
@@ -111,8 +119,8 @@ class _Board:
     """Scratch state of one admission run (never escapes :func:`admit`).
 
     GPUs are numbered in GpuRef order; ``free`` is indexed by that number. For the common case (one
-    GPU, no pin) ``_by_size`` keeps, per GPU size, the (free, id) pairs sorted so best fit is a
-    bisection instead of a scan of every GPU.
+    GPU, no pin) ``_by_size`` keeps, per GPU size and vLLM rules, the (free, id) pairs sorted so
+    best fit is a bisection instead of a scan of every GPU.
     """
 
     def __init__(self, capacities: Sequence[GpuCapacity], workers: Sequence[Worker]) -> None:
@@ -127,19 +135,24 @@ class _Board:
         ]
         self.assigned: dict[str, tuple[int, ...]] = {}
         self.demands: dict[str, Demand] = {}
-        self._needs: dict[tuple[str, int], Claim] = {}
+        self._needs: dict[tuple[str, int, VllmRules], Claim] = {}
         self._eligible: dict[str, list[tuple[str, list[int]]]] = {}
-        self._by_size: dict[int, list[tuple[int, int]]] = {}
-        for i, c in enumerate(caps):
-            self._by_size.setdefault(c.total, []).append((self.free[i], i))
+        self._by_size: dict[tuple[int, VllmRules], list[tuple[int, int]]] = {}
+        for i in range(len(caps)):
+            self._by_size.setdefault(self._size(i), []).append((self.free[i], i))
         for pairs in self._by_size.values():
             pairs.sort()
 
+    def _size(self, gpu: int) -> tuple[int, VllmRules]:
+        """GPUs with the same total and vLLM rules give every demand the same claim."""
+        return self.caps[gpu].total, self.caps[gpu].rules
+
     def claim(self, demand: Demand, gpu: int) -> Claim:
-        key = (demand.uid, self.caps[gpu].total)
+        total, rules = self._size(gpu)
+        key = (demand.uid, total, rules)
         found = self._needs.get(key)
         if found is None:
-            found = self._needs[key] = claim_on(demand, self.caps[gpu].total)
+            found = self._needs[key] = claim_on(demand, total, rules=rules)
         return found
 
     def need(self, demand: Demand, gpu: int) -> int:
@@ -171,11 +184,13 @@ class _Board:
     def fits_now(self, demand: Demand) -> bool:
         """Whether ``demand`` (any variant of a refused model) fits the room left now."""
         for _, gpus in self.eligible_uncached(demand):
-            needs: dict[int, Claim] = {}
+            needs: dict[tuple[int, VllmRules], Claim] = {}
             room = 0
             for g in gpus:
-                total = self.caps[g].total
-                claim = needs.get(total) or needs.setdefault(total, claim_on(demand, total))
+                size = self._size(g)  # the same size and vLLM rules as admission's own claims
+                claim = needs.get(size) or needs.setdefault(
+                    size, claim_on(demand, size[0], rules=size[1])
+                )
                 room += claim.impossible is None and self.free[g] >= claim.bytes
             if room >= demand.gpus_needed:
                 return True
@@ -235,14 +250,14 @@ class _Board:
 
     def take(self, demand: Demand, gpus: tuple[int, ...], sign: int = 1) -> None:
         for g in gpus:
-            pairs = self._by_size[self.caps[g].total]
+            pairs = self._by_size[self._size(g)]
             del pairs[bisect.bisect_left(pairs, (self.free[g], g))]
             self.free[g] -= sign * self.need(demand, g)
             bisect.insort(pairs, (self.free[g], g))
 
     def impossible_everywhere(self, demand: Demand) -> bool:
         """True when the demand cannot fit any eligible GPU size at all (not even an empty GPU)."""
-        sizes = {self.caps[g].total: g for _, gpus in self.eligible(demand) for g in gpus}
+        sizes = {self._size(g): g for _, gpus in self.eligible(demand) for g in gpus}
         return bool(sizes) and all(self.claim(demand, g).impossible for g in sizes.values())
 
     def max_need(self, demand: Demand) -> int:

@@ -26,6 +26,7 @@ from daemon.core.engines import ENGINE_SPELLING, ENGINES_BY_TYPE, FRACTION_ENGIN
 from daemon.core.footprint import known_quantizations
 from daemon.core.launch import BODY_KEYS
 from daemon.core.naming import is_secret_name, uid_problem
+from daemon.core.vllm_rules import version_problem
 
 Int = Annotated[int, Strict()]
 Bool = Annotated[bool, Strict()]
@@ -150,6 +151,43 @@ class AuthConfig(_Frozen):
         return self
 
 
+def _unquoted_version(value: Any) -> Any:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        raise ValueError('write the version as a quoted string, e.g. vllm_version = "0.11.0"')
+    return value
+
+
+def _vllm_version(value: str | None) -> str | None:
+    if value is not None:
+        problem = version_problem(value)
+        if problem:
+            raise ValueError(problem)
+    return value
+
+
+_VLLM_VERSION_HELP = (
+    "the vLLM release installed there, e.g. '0.11.0' (pip show vllm). It decides what vLLM counts "
+    "inside gpu_memory_utilization (docs/estimator.md). A version a running vLLM model reports "
+    "through Xinference wins over this; with neither, the most conservative rules apply."
+)
+
+
+class WorkerConfig(_Frozen):
+    """What the reconciler should know about one worker that Xinference does not report."""
+
+    vllm_version: Str | None = Field(None, description=f"On this worker: {_VLLM_VERSION_HELP}")
+
+    @field_validator("vllm_version", mode="before")
+    @classmethod
+    def _quoted(cls, value: Any) -> Any:
+        return _unquoted_version(value)
+
+    @field_validator("vllm_version")
+    @classmethod
+    def _version(cls, value: str | None) -> str | None:
+        return _vllm_version(value)
+
+
 class ClusterConfig(_Frozen):
     """Where the Xinference supervisor (or xinference-local) answers, and how to talk to it."""
 
@@ -162,6 +200,35 @@ class ClusterConfig(_Frozen):
     ca_bundle: Str | None = Field(
         None, description="CA bundle file for a private certificate authority."
     )
+    vllm_version: Str | None = Field(
+        None,
+        description=f"On every worker unless [cluster.workers] says otherwise: {_VLLM_VERSION_HELP}",
+    )
+    workers: dict[str, WorkerConfig] = Field(
+        default_factory=dict,
+        description="Per-worker settings, keyed by the worker's address (ip:port, as Xinference "
+        "lists it) or its host.",
+    )
+
+    @field_validator("vllm_version", mode="before")
+    @classmethod
+    def _quoted(cls, value: Any) -> Any:
+        return _unquoted_version(value)
+
+    @field_validator("vllm_version")
+    @classmethod
+    def _version(cls, value: str | None) -> str | None:
+        return _vllm_version(value)
+
+    @field_validator("workers")
+    @classmethod
+    def _worker_keys(cls, workers: dict[str, WorkerConfig]) -> dict[str, WorkerConfig]:
+        for key in workers:
+            if not key.strip() or any(c.isspace() for c in key) or "/" in key:
+                raise FieldError(
+                    key, "expected a worker address ('10.0.0.5:30001') or host ('10.0.0.5')"
+                )
+        return workers
 
     @field_validator("endpoint")
     @classmethod

@@ -95,7 +95,7 @@ def gpu_budgets(
             if uid in leaving:
                 continue
             demand = demands.get(uid)
-            estimate = claim_on(demand, cap.total) if demand else None
+            estimate = claim_on(demand, cap.total, rules=cap.rules) if demand else None
             fp = estimate.footprint if estimate else None
             if estimate is not None and (
                 fp is None or held_bytes >= fp.weights_bytes + fp.overhead_bytes

@@ -58,6 +58,9 @@ class Worker:
 
     address: str
     gpus: tuple[GpuSnapshot, ...] = ()
+    # The vLLM release a running vLLM model on this worker reports (Xinference's engine_version),
+    # None when no model reported one.
+    vllm_version: str | None = None
 
     @property
     def host(self) -> str:

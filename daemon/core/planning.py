@@ -26,7 +26,7 @@ from daemon.core.custom import registration_digest
 from daemon.core.demand import Demand, claim_on
 from daemon.core.desired import Config, ModelSpec
 from daemon.core.drift import ModelStatus, State, detect_drift
-from daemon.core.engines import FRACTION_ENGINES
+from daemon.core.engines import FRACTION_ENGINES, Engine
 from daemon.core.fit import CpuModel, GpuBudget, gpu_budgets
 from daemon.core.launch import problems_text, request_problems
 from daemon.core.observed import (
@@ -38,6 +38,8 @@ from daemon.core.observed import (
     RunningModel,
 )
 from daemon.core.units import GiB
+from daemon.core.vllm_rules import UNKNOWN, Scope, VllmRules
+from daemon.core.worker_versions import WorkerVllm, worker_vllms
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,6 +92,8 @@ class Waiting:
     uid: str
     reason: str
     launch: Launch | None  # None: a replacement held back before it was placed
+    # Waits for another launch of this same pass (not for a load already in progress).
+    behind_this_pass: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -132,6 +136,8 @@ def _attribution(
     observed: ObservedState,
     estimable: Mapping[str, Demand],
     totals: Mapping[GpuRef, int],
+    *,
+    rules: VllmRules,
 ) -> int:
     """Memory to account to a running model on one GPU: reported, else recorded at launch, else
     estimated from the file when the running instance is what the file describes (in sync).
@@ -151,7 +157,7 @@ def _attribution(
         return record.claims[ref]
     demand = estimable.get(running.uid)
     if demand is not None and ref in totals:
-        return claim_on(demand, totals[ref]).bytes
+        return claim_on(demand, totals[ref], rules=rules).bytes
     return 0
 
 
@@ -160,13 +166,17 @@ def _capacities(
     observed: ObservedState,
     estimable: Mapping[str, Demand],
     leaving: frozenset[str],
+    vllm: Mapping[str, WorkerVllm],
 ) -> tuple[list[GpuCapacity], dict[GpuRef, dict[str, int]]]:
     totals = {g.ref: g.total_bytes for g in observed.gpus}
+    rules = {ref: vllm[ref.worker].rules if ref.worker in vllm else UNKNOWN for ref in totals}
     held: dict[GpuRef, dict[str, int]] = {ref: {} for ref in totals}
     for running in observed.models:
         for ref in running.gpu_refs:
             if ref in held:
-                held[ref][running.uid] = _attribution(running, ref, observed, estimable, totals)
+                held[ref][running.uid] = _attribution(
+                    running, ref, observed, estimable, totals, rules=rules[ref]
+                )
     caps = []
     for gpu in sorted(observed.gpus, key=lambda g: g.ref):
         accounted = sum(held[gpu.ref].values())
@@ -178,6 +188,7 @@ def _capacities(
                 limit=_limit(gpu, config),
                 external=max(0, gpu.used_bytes - accounted),
                 staying=staying,
+                rules=rules[gpu.ref],
             )
         )
     return caps, held
@@ -211,8 +222,33 @@ def _surplus_terminations(
     return out, notes
 
 
-def launch_args(demand: Demand, placement: Placement) -> dict[str, Any]:
-    """Arguments for Xinference's launch besides uid/name/type/placement: engine, format, memory."""
+UTILIZATION_STEP = 0.001  # launch utilizations are multiples of this
+
+
+def _launch_utilization(placement: Placement, resident: Mapping[GpuRef, float]) -> float | None:
+    """The gpu_memory_utilization to send. vLLM versions with a global budget (0.6.4; V1 0.8.0-0.9.0)
+    charge every other process's memory on the GPU to the new instance, so what already resides on
+    the busiest of its GPUs is added to its own share (the memory it takes stays its claim)."""
+    util = placement.utilization
+    if util is None or not placement.claims:
+        return util
+    rules = placement.claims[0].rules
+    if rules is None or rules.scope is not Scope.GLOBAL:
+        return util
+    share = max((resident.get(ref, 0.0) for ref in placement.gpus), default=0.0)
+    extra = math.ceil(share / UTILIZATION_STEP - 1e-9) * UTILIZATION_STEP
+    return round(min(1.0, util + extra), 3)
+
+
+def launch_args(
+    demand: Demand, placement: Placement, *, resident: Mapping[GpuRef, float] | None = None
+) -> dict[str, Any]:
+    """Arguments for Xinference's launch besides uid/name/type/placement: engine, format, memory.
+
+    For vLLM versions that take it (0.10.2 and later) ``kv_cache_memory_bytes`` is the KV cache the
+    plan computed, so the engine's cache is exactly that size whatever its own profile measures;
+    ``gpu_memory_utilization`` is then only its start-up gate (``free >= utilization x total``),
+    which the claim satisfies. ``resident`` is the share of each GPU other processes hold."""
     spec = demand.spec
     args: dict[str, Any] = {}
     for key in (
@@ -228,10 +264,14 @@ def launch_args(demand: Demand, placement: Placement) -> dict[str, Any]:
             args[key] = value
     mem = spec.memory
     if spec.model_engine in FRACTION_ENGINES:
-        if placement.utilization is not None:
-            args["gpu_memory_utilization"] = placement.utilization
+        util = _launch_utilization(placement, resident or {})
+        if util is not None:
+            args["gpu_memory_utilization"] = util
         if placement.claims and placement.claims[0].max_model_len is not None:
             args["max_model_len"] = placement.claims[0].max_model_len
+        exact = [c.kv_cache_bytes for c in placement.claims]
+        if exact and all(b is not None for b in exact):
+            args["kv_cache_memory_bytes"] = int(min(b for b in exact if b is not None))
         if mem.kv_cache_dtype != "auto":
             args["kv_cache_dtype"] = mem.kv_cache_dtype
         if mem.max_num_seqs is not None:
@@ -252,7 +292,14 @@ def args_digest(launch_args: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _launch(demand: Demand, placement: Placement, *, reason: str, replaces: bool) -> Launch:
+def _launch(
+    demand: Demand,
+    placement: Placement,
+    *,
+    reason: str,
+    replaces: bool,
+    resident: Mapping[GpuRef, float],
+) -> Launch:
     spec = demand.spec
     on_gpu = bool(placement.gpus)
     return Launch(
@@ -265,7 +312,7 @@ def _launch(demand: Demand, placement: Placement, *, reason: str, replaces: bool
         gpu_indexes=tuple(r.index for r in placement.gpus),
         n_gpu=spec.placement.gpus if on_gpu else None,
         replica=spec.replicas,
-        launch_args=MappingProxyType(launch_args(demand, placement)),
+        launch_args=MappingProxyType(launch_args(demand, placement, resident=resident)),
         claims=MappingProxyType(
             {r: c.bytes for r, c in zip(placement.gpus, placement.claims, strict=True)}
         ),
@@ -286,7 +333,7 @@ def launch_request_problems(uid: str, spec: ModelSpec) -> list[tuple[str, str]]:
         gpus_needed=spec.placement.gpus * spec.replicas if spec.on_gpu else 0,
     )
     placement = Placement(uid=uid, worker=spec.placement.worker, gpus=(), claims=())
-    launch = _launch(probe, placement, reason="", replaces=False)
+    launch = _launch(probe, placement, reason="", replaces=False, resident={})
     return request_problems(launch, engine_args=spec.engine_args)
 
 
@@ -373,9 +420,10 @@ def plan(
         if observed.model(uid) is not None
     ]
     surplus_gone = frozenset(t.uid for t in (*terminations, *timed_out))
+    vllm = worker_vllms(config.cluster, observed.workers)
     kept: list[Refusal] = list(unsendable)
     while True:
-        caps, held = _capacities(config, observed, estimable, surplus_gone | replacing)
+        caps, held = _capacities(config, observed, estimable, surplus_gone | replacing, vllm)
         admission = admit(
             [d for d, _, _ in wanted.values()], caps, observed.workers, search_budget=search_budget
         )
@@ -387,26 +435,38 @@ def plan(
         if refused_replacements:
             continue
         placements = {p.uid: p for p in admission.placements}
+        resident = {c.ref: c.resident / c.total for c in caps if c.total > 0}
         launches = [
-            _launch(wanted[uid][0], placements[uid], reason=wanted[uid][1], replaces=wanted[uid][2])
+            _launch(
+                wanted[uid][0],
+                placements[uid],
+                reason=wanted[uid][1],
+                replaces=wanted[uid][2],
+                resident=resident,
+            )
             for uid in sorted(placements, key=lambda u: precedence(wanted[u][0]))
         ]
         launches = _not_again(launches, observed, left_alone)
         launches, waiting = _one_load_per_gpu(launches, observed)
-        waiting_replacements = [w for w in waiting if w.uid in replacing]
+        # A replacement waiting for a load already in progress keeps its old instance (and its
+        # memory): admit again without freeing it. One waiting only behind another launch of
+        # this pass is terminated now and launched by a later pass, as admitted: holding it back
+        # too could refuse the launch it waits for, and the two would wait on each other for ever.
+        waiting_replacements = [w for w in waiting if w.uid in replacing and not w.behind_this_pass]
         for w in waiting_replacements:
             held_back.append(w)
             replacing.discard(w.uid)
             del wanted[w.uid]
         if not waiting_replacements:
             break
+    notes += _version_notes(vllm, placements, wanted)
     refused = tuple(sorted((*admission.refused, *kept), key=lambda r: r.uid))
     notes += [f"{uid}: {why}" for uid, why in sorted(left_alone.items())]
     waiting = sorted((*waiting, *held_back), key=lambda w: w.uid)
     replace_terms = [
         Terminate(uid=uid, reason="replaced by the new spec", managed=uid in observed.managed)
         for uid in sorted(replacing)
-    ]
+    ]  # including those whose new instance waits behind another launch of this pass
     ordered: list[Action] = [
         *sorted((*terminations, *timed_out), key=lambda t: t.uid),
         *replace_terms,
@@ -504,6 +564,37 @@ def _cpu_models(
     return tuple(out)
 
 
+def _version_notes(
+    vllm: Mapping[str, WorkerVllm],
+    placements: Mapping[str, Placement],
+    wanted: Mapping[str, tuple[Demand, str, bool]],
+) -> list[str]:
+    """What the plan assumed about vLLM on the workers it launches vLLM models on."""
+    workers = sorted(
+        {
+            p.worker
+            for uid, p in placements.items()
+            if p.worker is not None
+            and uid in wanted
+            and wanted[uid][0].spec.model_engine == Engine.VLLM
+            and p.gpus
+        }
+    )
+    notes = []
+    for address in workers:
+        known = vllm.get(address)
+        if known is None:
+            continue
+        if known.note:
+            notes.append(known.note)
+        elif not known.known:
+            notes.append(
+                f"worker {address}: vLLM version unknown (no running vLLM model reports one, none "
+                "declared): the most conservative memory rules apply; set cluster.vllm_version"
+            )
+    return notes
+
+
 def loading_gpus(observed: ObservedState) -> dict[GpuRef, str]:
     """GPU -> the uid loading on it: every instance the server shows in progress, and every launch
     this tool sent that no pass has seen finish (it may not be listed with its GPUs yet). A load
@@ -585,7 +676,9 @@ def _one_load_per_gpu(
                 if now_loading
                 else f"waiting: {busy[ref]} is launched first on {ref} (one load per GPU at a time)"
             )
-            waiting.append(Waiting(uid=launch.uid, reason=why, launch=launch))
+            waiting.append(
+                Waiting(uid=launch.uid, reason=why, launch=launch, behind_this_pass=not now_loading)
+            )
             continue
         sent.append(launch)
         for ref in launch.claims:

@@ -13,6 +13,7 @@ import pytest
 
 from daemon.cli import main
 from daemon.core.admission import Refusal
+from daemon.core.desired import ClusterConfig, Config
 from daemon.core.units import GiB
 from tests.unit.builders import cluster, config, gpu_worker, model, plan_for
 
@@ -29,14 +30,24 @@ def chat(**memory: Any) -> dict[str, Any]:
     }
 
 
+# The workers run a known vLLM (the estimator's rules for an unknown version are the most
+# conservative of all releases; these tests are about the suggestions, not about that margin).
+VLLM = "0.11.0"
+
+
+def known_vllm(models: dict[str, Any]) -> Config:
+    cfg = config(models)
+    return cfg.model_copy(update={"cluster": ClusterConfig(vllm_version=VLLM)})
+
+
 def refusal_of(spec: dict[str, Any], *gpus: float, used_gib: float = 0.0) -> Refusal:
-    p = plan_for(config({"chat": spec}), cluster(gpu_worker(W1, *gpus, used_gib=used_gib)))
+    p = plan_for(known_vllm({"chat": spec}), cluster(gpu_worker(W1, *gpus, used_gib=used_gib)))
     (refusal,) = p.refused
     return refusal
 
 
 def admitted(spec: dict[str, Any], *gpus: float, used_gib: float = 0.0) -> bool:
-    p = plan_for(config({"chat": spec}), cluster(gpu_worker(W1, *gpus, used_gib=used_gib)))
+    p = plan_for(known_vllm({"chat": spec}), cluster(gpu_worker(W1, *gpus, used_gib=used_gib)))
     return not p.refused and bool(p.admitted)
 
 
@@ -75,24 +86,28 @@ def test_the_largest_max_model_len_that_fits_is_offered_and_is_the_largest() -> 
 
 
 def test_the_smallest_tensor_parallel_size_that_fits_is_offered() -> None:
-    r = refusal_of(chat(concurrent_sequences=12), 24, 24, 24, 24)
+    r = refusal_of(chat(concurrent_sequences=8), 24, 24, 24, 24)
     (tp,) = [f["placement.gpus"] for f in r.fits_with if "placement.gpus" in f]
     assert tp == 2
-    assert admitted(with_keys(chat(concurrent_sequences=12), {"placement.gpus": 2}), 24, 24, 24, 24)
+    assert admitted(with_keys(chat(concurrent_sequences=8), {"placement.gpus": 2}), 24, 24, 24, 24)
     assert "placement.gpus = 2" in r.reason
-    r = refusal_of(chat(concurrent_sequences=16), 24, 24, 24, 24)
+    r = refusal_of(chat(concurrent_sequences=12), 24, 24, 24, 24)
     (tp,) = [f["placement.gpus"] for f in r.fits_with if "placement.gpus" in f]
     assert tp == 4
-    assert not admitted(with_keys(chat(concurrent_sequences=16), {"placement.gpus": 2}), 24, 24)
+    assert not admitted(with_keys(chat(concurrent_sequences=12), {"placement.gpus": 2}), 24, 24)
 
 
 def test_an_fp8_kv_cache_and_4_bit_weights_are_offered_when_they_fit() -> None:
-    r = refusal_of(chat(), 24)
+    six = chat(concurrent_sequences=6)
+    r = refusal_of(six, 24)
     offered = [dict(f) for f in r.fits_with]
     assert {"memory.kv_cache_dtype": "fp8"} in offered
     assert {"model_format": "awq", "quantization": "Int4"} in offered
-    assert admitted(chat(kv_cache_dtype="fp8"), 24)
-    assert admitted(with_keys(chat(), {"model_format": "awq", "quantization": "Int4"}), 24)
+    assert admitted(chat(concurrent_sequences=6, kv_cache_dtype="fp8"), 24)
+    assert admitted(with_keys(six, {"model_format": "awq", "quantization": "Int4"}), 24)
+    eight = refusal_of(chat(concurrent_sequences=8), 24)  # fp8 alone is not enough there
+    assert {"memory.kv_cache_dtype": "fp8"} not in [dict(f) for f in eight.fits_with]
+    assert not admitted(chat(concurrent_sequences=8, kv_cache_dtype="fp8"), 24)
 
 
 def test_no_suggestion_that_does_not_fit_is_ever_offered() -> None:
@@ -119,9 +134,10 @@ def test_on_a_cpu_only_cluster_the_refusal_points_to_placement_device() -> None:
 def test_plan_json_carries_the_numbers_and_the_alternatives(tmp_path: Path) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text(
+        f'[cluster]\nvllm_version = "{VLLM}"\n'
         '[models.chat]\nmodel_name = "qwen2.5-instruct"\nmodel_engine = "vLLM"\n'
         "model_size_in_billions = 7\n[models.chat.memory]\nmax_model_len = 32768\n"
-        "concurrent_sequences = 8\n"
+        "concurrent_sequences = 6\n"
     )
     snap = tmp_path / "s.json"
     snap.write_text(
