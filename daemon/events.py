@@ -150,6 +150,10 @@ def configure(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(threshold)
+    # Libraries that narrate routine work at INFO (watchfiles: "3 changes detected" per save)
+    # would flood the event stream; their warnings and errors still come through.
+    for chatty in ("watchfiles",):
+        logging.getLogger(chatty).setLevel(max(threshold, logging.WARNING))
     logging.captureWarnings(False)  # (re)install: a no-op if an earlier call's hook was replaced
     logging.captureWarnings(True)
 

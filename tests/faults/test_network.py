@@ -191,10 +191,12 @@ def test_a_launch_whose_answer_is_lost_to_a_timeout_is_still_ours(
     state = tmp_path / "state"
     config.write_text(config_text(proxy.url, {uid: embedding(name)}, timeout=2))
     daemon = daemons(config, state)
-    failed = daemon.wait_for(event("model.launch.failed", uid=uid), timeout=30)
-    assert "no answer within 2 s" in failed["error"]
+    # A lost answer is not a failure: the launch is recorded as ours and loading before it is
+    # sent, and later passes see it listed (after the proxy's delay) and READY.
+    daemon.wait_for(event("model.launch.started", uid=uid), timeout=30)
     cleared = time.monotonic()
     wait_converged(daemon, timeout=120)
+    assert not named(daemon, "model.launch.failed")
     converge = round(time.monotonic() - cleared, 1)
     assert uid in ready(base)
     posts = len(proxy.requests(r"^POST /v1/models\?"))
