@@ -11,13 +11,25 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
+from daemon.adapters.calibration_file import LedgerError, read_ledger
 from daemon.adapters.json_file import JsonFileError, read_json_object
+from daemon.adapters.revision import config_revision
+from daemon.core.corrections import corrected
 from daemon.core.demand import Demand, ResolveError, resolve_model
-from daemon.core.desired import Config, FieldError, cross_field_problems
+from daemon.core.desired import (
+    Config,
+    FieldError,
+    ModelSpec,
+    cross_field_problems,
+    missing_custom_keys,
+    model_problems,
+)
+from daemon.core.naming import uid_problem
+from daemon.core.planning import launch_request_problems
 from daemon.errors import ConfigSyntaxError, ConfigValidationError, Problem
 
 if sys.version_info >= (3, 11):
@@ -36,6 +48,9 @@ class LoadedConfig:
     config: Config
     demands: Mapping[str, Demand]
     content_hash: str
+    # What every output names this config by: the CLI, the daemon's events, the state file
+    # (adapters/revision.py: git:<commit>, git:<commit>-dirty:<hash> or sha256:<hash>).
+    revision: str
 
 
 def read_config_bytes(path: Path) -> bytes:
@@ -105,15 +120,23 @@ def parse_toml(data: bytes, name: str) -> dict[str, Any]:
 
 
 def _allowed_keys(model: type[BaseModel], loc: tuple[str | int, ...]) -> list[str] | None:
-    """Keys the schema accepts in the table that ``loc`` (ending in the unknown key) points into."""
+    """Keys the schema accepts in the table that ``loc`` (ending in the unknown key) points into.
+    A ``dict[str, Model]`` field (``[cluster.workers."<address>"]``) takes one free key first."""
     current: object = model
+    keyed = False
     for part in loc[:-1]:
+        if keyed:
+            keyed = False
+            continue
         if not (isinstance(current, type) and issubclass(current, BaseModel)):
             return None
         info = current.model_fields.get(str(part))
         if info is None:
             return None
         current = info.annotation
+        if get_origin(current) is dict:
+            current = get_args(current)[1]
+            keyed = True
     if isinstance(current, type) and issubclass(current, BaseModel):
         return sorted(current.model_fields)
     return None
@@ -157,34 +180,100 @@ def _read_hf_config(base: Path, ref: str) -> dict[str, Any]:
 def check_config(
     document: Mapping[str, Any], *, name: str, base_dir: Path
 ) -> tuple[Config, dict[str, Demand]]:
-    """A parsed TOML document -> validated config and resolved models, or ConfigValidationError."""
+    """A parsed TOML document -> validated config and resolved models, or ConfigValidationError
+    with every problem found: a schema error anywhere does not hide the other models' problems."""
     try:
         config = Config.model_validate(dict(document))
     except ValidationError as exc:
-        raise ConfigValidationError(tuple(_schema_problems(exc, name))) from None
+        problems = _schema_problems(exc, name)
+        problems += _problems_beside_schema_errors(document, name=name, base_dir=base_dir)
+        raise ConfigValidationError(tuple(problems)) from None
     problems = [Problem(file=name, location=p, message=m) for p, m in cross_field_problems(config)]
     demands: dict[str, Demand] = {}
     for uid, spec in sorted(config.models.items()):
-        hf_config = None
-        if spec.architecture.hf_config is not None:
-            try:
-                hf_config = _read_hf_config(base_dir, spec.architecture.hf_config)
-            except JsonFileError as exc:
-                problems.append(
-                    Problem(
-                        file=name, location=f"models.{uid}.architecture.hf_config", message=str(exc)
-                    )
-                )
-                continue
+        demand, found = _check_model(uid, spec, name=name, base_dir=base_dir)
+        problems += found
+        if demand is not None:
+            demands[uid] = demand
+    ledger_path = config.calibration.file
+    if ledger_path is not None and not problems:
         try:
-            demands[uid] = resolve_model(uid, spec, hf_config=hf_config)
-        except ResolveError as exc:
-            problems.append(
-                Problem(file=name, location=f"models.{uid}.{exc.path}", message=str(exc))
-            )
+            measured = read_ledger((base_dir / ledger_path).expanduser())
+        except LedgerError as exc:
+            problems.append(Problem(file=name, location="calibration.file", message=str(exc)))
+        else:
+            demands = dict(corrected(demands, measured))
     if problems:
         raise ConfigValidationError(tuple(problems))
     return config, demands
+
+
+def _check_model(
+    uid: str, spec: ModelSpec, *, name: str, base_dir: Path
+) -> tuple[Demand | None, list[Problem]]:
+    """One model past the schema: its launch request built and checked (what validates must be
+    sendable, core/launch.py), then its memory demand resolved."""
+    problems = [
+        Problem(file=name, location=f"models.{uid}.{path}", message=message)
+        for path, message in launch_request_problems(uid, spec)
+    ]
+    hf_config = None
+    if spec.architecture.hf_config is not None:
+        try:
+            hf_config = _read_hf_config(base_dir, spec.architecture.hf_config)
+        except JsonFileError as exc:
+            where = f"models.{uid}.architecture.hf_config"
+            return None, [*problems, Problem(file=name, location=where, message=str(exc))]
+    try:
+        return resolve_model(uid, spec, hf_config=hf_config), problems
+    except ResolveError as exc:
+        message = str(exc)
+        if exc.path == "architecture" and spec.on_gpu:
+            message += '; or, on a host without GPUs, run it on the CPU: placement.device = "cpu"'
+        location = f"models.{uid}.{exc.path}"
+        return None, [*problems, Problem(file=name, location=location, message=message)]
+
+
+def _problems_beside_schema_errors(
+    document: Mapping[str, Any], *, name: str, base_dir: Path
+) -> list[Problem]:
+    """When the file breaks the schema, the problems the schema check cannot see yet: every model
+    that is valid on its own is checked as far as a valid file would be; for one that is not, the
+    custom-model keys it lacks are still named (so they do not surface one run at a time)."""
+    models = document.get("models")
+    if not isinstance(models, Mapping):
+        return []
+    out: list[Problem] = []
+    for uid, entry in sorted(models.items()):
+        if not isinstance(entry, Mapping) or uid_problem(str(uid)):
+            continue
+        try:
+            spec = ModelSpec.model_validate(dict(entry))
+        except ValidationError:
+            out += [
+                Problem(file=name, location=f"models.{uid}.{path}", message=message)
+                for path, message in _raw_custom_problems(entry)
+            ]
+            continue
+        out += [
+            Problem(file=name, location=f"models.{uid}.{path}", message=message)
+            for path, message in model_problems(spec)
+        ]
+        out += _check_model(str(uid), spec, name=name, base_dir=base_dir)[1]
+    return out
+
+
+def _raw_custom_problems(entry: Mapping[str, Any]) -> list[tuple[str, str]]:
+    custom = entry.get("custom")
+    model_type = entry.get("model_type", "LLM")
+    if not isinstance(custom, Mapping) or not isinstance(model_type, str):
+        return []
+    spec = custom.get("spec", {})
+    return missing_custom_keys(
+        model_type,
+        spec if isinstance(spec, Mapping) else {},
+        has_size=entry.get("model_size_in_billions") is not None,
+    )
 
 
 def load_config(path: Path) -> LoadedConfig:
@@ -192,9 +281,11 @@ def load_config(path: Path) -> LoadedConfig:
     data = read_config_bytes(path)
     document = parse_toml(data, str(path))
     config, demands = check_config(document, name=str(path), base_dir=path.parent)
+    content_hash = hashlib.sha256(data).hexdigest()[:12]
     return LoadedConfig(
         path=path,
         config=config,
         demands=demands,
-        content_hash=hashlib.sha256(data).hexdigest()[:12],
+        content_hash=content_hash,
+        revision=config_revision(path, content_hash),
     )

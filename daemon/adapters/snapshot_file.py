@@ -10,7 +10,14 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints, ValidationError
 
 from daemon.adapters.json_file import JsonFileError, read_json_object
-from daemon.core.observed import GpuRef, GpuSnapshot, ObservedState, RunningModel, Worker
+from daemon.core.observed import (
+    GpuRef,
+    GpuSnapshot,
+    ObservedState,
+    Registration,
+    RunningModel,
+    Worker,
+)
 from daemon.core.ownership import LaunchRecord
 from daemon.core.units import GiB
 from daemon.errors import SnapshotError
@@ -52,6 +59,7 @@ def _gib(value: float | None) -> int | None:
 class WorkerEntry(_Strict):
     address: str
     gpus: list[GpuEntry] = []
+    vllm_version: str | None = None  # reported by a running vLLM model on this worker
 
 
 class ModelEntry(_Strict):
@@ -76,6 +84,13 @@ class ManagedEntry(_Strict):
     config_revision: str = ""
     worker: str | None = None
     claims_bytes: dict[Index, Bytes] = {}
+    loading: bool = False  # sent, not yet seen READY/ERROR: its GPUs take no other load meanwhile
+
+
+class RegistrationEntry(_Strict):
+    model_type: str
+    model_name: str
+    digest: str | None = None  # of the spec this tool registered under the name (state file)
 
 
 class SnapshotFile(_Strict):
@@ -84,6 +99,7 @@ class SnapshotFile(_Strict):
     models: list[ModelEntry] = []
     managed: list[ManagedEntry] = []
     backing_off: list[str] = []
+    registrations: list[RegistrationEntry] | None = None  # absent: not looked at
 
 
 def _refs(worker: str | None, by_index: dict[str, int]) -> dict[GpuRef, int]:
@@ -108,6 +124,7 @@ def observed_from_document(doc: Any, *, name: str = "snapshot") -> ObservedState
                     )
                     for g in sorted(w.gpus, key=lambda g: g.index)
                 ),
+                vllm_version=w.vllm_version,
             )
             for w in snap.workers
         )
@@ -139,14 +156,22 @@ def observed_from_document(doc: Any, *, name: str = "snapshot") -> ObservedState
             spec_hash=r.spec_hash,
             config_revision=r.config_revision,
             claims=MappingProxyType(_refs(r.worker, r.claims_bytes)),
+            loading=r.loading,
         )
         for r in snap.managed
     }
+    registrations = None
+    if snap.registrations is not None:
+        registrations = tuple(
+            Registration(model_type=r.model_type, model_name=r.model_name, digest=r.digest)
+            for r in snap.registrations
+        )
     return ObservedState(
         workers=workers,
         models=models,
         managed=MappingProxyType(managed),
         backing_off=frozenset(snap.backing_off),
+        registrations=registrations,
     )
 
 
@@ -169,7 +194,7 @@ def load_snapshot(path: Path) -> ObservedState:
 
 def observed_to_document(observed: ObservedState) -> dict[str, Any]:
     """ObservedState -> the JSON snapshot document (bytes exact, sorted for stable diffs)."""
-    return {
+    doc: dict[str, Any] = {
         "format": SNAPSHOT_FORMAT,
         "workers": [
             {
@@ -183,6 +208,7 @@ def observed_to_document(observed: ObservedState) -> dict[str, Any]:
                     }
                     for g in w.gpus
                 ],
+                **({"vllm_version": w.vllm_version} if w.vllm_version is not None else {}),
             }
             for w in sorted(observed.workers, key=lambda w: w.address)
         ],
@@ -211,8 +237,15 @@ def observed_to_document(observed: ObservedState) -> dict[str, Any]:
                 "config_revision": r.config_revision,
                 "worker": next(iter(r.claims), GpuRef(worker="", index=0)).worker or None,
                 "claims_bytes": {str(g.index): b for g, b in sorted(r.claims.items())},
+                "loading": r.loading,
             }
             for r in sorted(observed.managed.values(), key=lambda r: r.uid)
         ],
         "backing_off": sorted(observed.backing_off),
     }
+    if observed.registrations is not None:
+        doc["registrations"] = [
+            {"model_type": r.model_type, "model_name": r.model_name, "digest": r.digest}
+            for r in sorted(observed.registrations, key=lambda r: (r.model_type, r.model_name))
+        ]
+    return doc

@@ -1,10 +1,13 @@
 """Watch the config file and ask for a pass when it changes (the event carries no data).
 
 Watches the file's directory, not the file: editors save atomically (write a temporary file, rename
-it over the old one), which replaces the inode a file watch would follow. A config reached through a
-symlink is matched by its link name and by its target (both directories are watched), so a swapped
-link target (e.g. a deploy tool flipping ``current -> release-N``) also triggers a pass. Events are
-debounced by watchfiles; the pass re-reads everything anyway (level-triggered).
+it over the old one), which replaces the inode a file watch would follow. A config reached through
+symlinks is matched by its link name and by its final target (both directories are watched), and any
+change in a watched directory that moves the final target asks for a pass too: a swapped file link
+(a deploy tool flipping ``current -> release-N``) and a swapped directory link (Kubernetes ConfigMap
+volumes: ``config.toml -> ..data/config.toml`` with ``..data`` renamed to a new timestamped
+directory) alike. Events are debounced by watchfiles; the pass re-reads everything anyway
+(level-triggered).
 """
 
 from __future__ import annotations
@@ -24,6 +27,14 @@ def _watched(config: Path) -> tuple[set[Path], set[str]]:
         paths.add(config.resolve())
     dirs = {p.parent for p in paths if p.parent.is_dir()}
     return dirs, {str(p) for p in paths}
+
+
+def _target(config: Path) -> Path | None:
+    """Where the config's symlinks lead now (None while it does not exist)."""
+    try:
+        return config.resolve(strict=True)
+    except OSError:
+        return None
 
 
 class ConfigWatcher:
@@ -46,11 +57,18 @@ class ConfigWatcher:
         self._thread.join(timeout)
 
     def _run(self) -> None:
+        target = _target(self.config)
         while not self._stop.is_set():
             dirs, names = _watched(self.config)
             if not dirs:  # the directory itself is gone: look again shortly
                 self._stop.wait(1.0)
                 continue
+            # Compared with what the previous watch last saw: a swap while the watch was being
+            # re-established (right after the last one) is not lost.
+            now_target = _target(self.config)
+            if now_target != target:
+                self.on_change()
+            target = now_target
             for changes in watchfiles.watch(
                 *dirs,
                 stop_event=self._stop,
@@ -59,7 +77,9 @@ class ConfigWatcher:
                 yield_on_timeout=True,
                 raise_interrupt=False,
             ):
-                if any(path in names for _, path in changes):
+                now_target = _target(self.config)
+                moved, target = now_target != target, now_target
+                if moved or any(path in names for _, path in changes):
                     self.on_change()
-                if _watched(self.config) != (dirs, names):
+                if moved or _watched(self.config) != (dirs, names):
                     break  # a symlink moved: watch its new target's directory

@@ -9,6 +9,11 @@ and translates failures into the project's error tree: no answer or 5xx -> Tempo
 
 Wire-format parsing (``parse_cluster``) is a pure function over the three JSON answers one
 observation needs: ``GET /status``, ``GET /v1/models/instances`` and ``GET /v1/models``.
+
+The vLLM release of each worker is learned from its running vLLM models: ``GET
+/v1/models/{uid}/reload/config`` answers ``engine_version`` (the ``vllm`` distribution in that model's
+Python environment). The answer is kept for as long as the model stays READY on the same worker, and
+a worker whose version is known is not asked again, so a pass with nothing new costs no extra call.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any
 from urllib.parse import quote
@@ -27,8 +32,8 @@ from urllib.parse import quote
 import requests
 
 from daemon.adapters.secrets import Credentials
-from daemon.core.naming import size_text
-from daemon.core.observed import GpuRef, GpuSnapshot, RunningModel, Worker
+from daemon.core.launch import launch_body, problems_text, request_problems
+from daemon.core.observed import READY, GpuRef, GpuSnapshot, RunningModel, Worker
 from daemon.core.planning import Launch
 from daemon.errors import (
     AuthError,
@@ -43,6 +48,7 @@ from daemon.errors import (
 # Refresh an access token this long before it expires, or after three quarters of its life when
 # tokens are short-lived (XINFERENCE_ACCESS_TOKEN_EXPIRE_MINUTES may be 1).
 TOKEN_REFRESH_MARGIN_SECONDS = 120.0
+LOG_TAIL_CHARS = 65536  # enough for the last start-up failures of a worker
 _ACTOR_PREFIX = re.compile(r"^\[address=[^\]]*\]\s*")
 # How the 4.1.0 server says it does not know a uid or a name (HTTP 400, not 404): "Model not found
 # in the model list, uid: X", "Model not found, name: X", "Embedding model X not found". The only
@@ -116,6 +122,8 @@ class XinferenceAdapter:
         self._expires_at: float | None = None
         self._margin = TOKEN_REFRESH_MARGIN_SECONDS
         self.calls = 0  # HTTP requests sent (the benchmark reads it)
+        # uid -> (worker, vLLM version its engine reported; None: it could not say)
+        self._vllm_versions: dict[str, tuple[str, str | None]] = {}
 
     # --- plumbing ------------------------------------------------------------------------------
 
@@ -271,7 +279,48 @@ class XinferenceAdapter:
         return status, instances, models
 
     def observe(self) -> tuple[tuple[Worker, ...], tuple[RunningModel, ...]]:
-        return parse_cluster(*self.raw_observation())
+        workers, models = parse_cluster(*self.raw_observation())
+        return self._with_vllm_versions(workers, models), models
+
+    def engine_version(self, uid: str) -> str | None:
+        """The vLLM version a running vLLM model reports (``/v1/models/{uid}/reload/config``);
+        None when its engine is not vLLM or the server cannot say (one call)."""
+        answer = self.request("GET", f"/v1/models/{quote(uid, safe='')}/reload/config")
+        return parse_engine_version(answer)
+
+    def _with_vllm_versions(
+        self, workers: tuple[Worker, ...], models: tuple[RunningModel, ...]
+    ) -> tuple[Worker, ...]:
+        """``workers`` with the vLLM version their running vLLM models report. Asks only for READY
+        vLLM models it has not asked about, and only on workers whose version is not known yet."""
+        ready = {
+            m.uid: m
+            for m in models
+            if m.status == READY and m.worker and (m.model_engine or "").lower() == "vllm"
+        }
+        for uid, (worker, _) in list(self._vllm_versions.items()):
+            if uid not in ready or ready[uid].worker != worker:
+                del self._vllm_versions[uid]  # gone or relaunched: its next engine may differ
+        for uid in sorted(ready):
+            worker = str(ready[uid].worker)
+            if uid in self._vllm_versions or self._known_on(worker):
+                continue
+            try:
+                version = self.engine_version(uid)
+            except TemporaryClusterError:
+                continue  # ask again next pass
+            except ClusterError:
+                version = None  # e.g. a multi-replica model: Xinference reloads one worker only
+            self._vllm_versions[uid] = (worker, version)
+        out = []
+        for w in workers:
+            seen = {v for worker, v in self._vllm_versions.values() if worker == w.address and v}
+            version = next(iter(seen)) if len(seen) == 1 else None  # disagreeing venvs: unknown
+            out.append(replace(w, vllm_version=version) if version != w.vllm_version else w)
+        return tuple(out)
+
+    def _known_on(self, worker: str) -> bool:
+        return any(w == worker and v for w, v in self._vllm_versions.values())
 
     def instance_state(self, uid: str) -> InstanceState | None:
         """The launch state of one uid (None when the server does not know it)."""
@@ -281,6 +330,17 @@ class XinferenceAdapter:
                 return InstanceState(
                     status=_instance_status(item), error_message=_instance_error(item)
                 )
+        return None
+
+    def engine_log(self, worker: str) -> str | None:
+        """The tail of a worker's runtime log (``GET /v1/cluster/runtime-logs``): vLLM V1 prints
+        why its engine failed there, while the launch's error says only that it failed."""
+        try:
+            answer = self.request("GET", "/v1/cluster/runtime-logs", params={"source": worker})
+        except ClusterError:
+            return None  # older servers, or no permission: the wrapper message is all there is
+        if isinstance(answer, dict) and isinstance(answer.get("text"), str):
+            return str(answer["text"])[-LOG_TAIL_CHARS:]
         return None
 
     def registration(self, model_type: str, name: str) -> dict[str, Any] | None:
@@ -295,14 +355,33 @@ class XinferenceAdapter:
     # --- writes --------------------------------------------------------------------------------
 
     def launch(self, launch: Launch) -> None:
-        """Ask for a launch and return at once (``wait_ready=false``); poll instance_state after."""
+        """Ask for a launch and return at once (``wait_ready=false``); poll instance_state after.
+        A body that is not JSON is never sent (PermanentClusterError naming the key)."""
+        unsendable = request_problems(launch, engine_args={})
+        if unsendable:
+            raise PermanentClusterError(
+                f"the launch request cannot be sent: {problems_text(unsendable)}",
+                method="POST",
+                path="/v1/models",
+            )
         self.request("POST", "/v1/models", params={"wait_ready": "false"}, body=launch_body(launch))
 
-    def terminate(self, uid: str) -> bool:
-        """Remove the uid's autostart entry, then terminate it. False when it was already gone."""
+    def terminate(self, uid: str, *, loading: bool = False) -> bool:
+        """Remove the uid's autostart entry, then terminate it. False when it was already gone.
+
+        A model still loading is not in the worker's model list yet: ``DELETE`` answers "not
+        found" and the load goes on. Its launch is cancelled instead (``POST .../cancel``); a load
+        that finished meanwhile ("has not been launched yet" from the cancel) is deleted."""
+        path = f"/v1/models/{quote(uid, safe='')}"
         self.request("DELETE", f"/v1/autostart/models/{quote(uid, safe='')}")
+        if loading:
+            try:
+                self.request("POST", f"{path}/cancel")
+                return True
+            except (TemporaryClusterError, RequestRejected):
+                pass  # it finished loading (or failed) meanwhile: terminate it as usual
         try:
-            self.request("DELETE", f"/v1/models/{quote(uid, safe='')}")
+            self.request("DELETE", path)
         except ModelNotFound:
             return False
         return True
@@ -315,27 +394,6 @@ class XinferenceAdapter:
         self.request(
             "DELETE", f"/v1/model_registrations/{quote(model_type)}/{quote(name, safe='')}"
         )
-
-
-def launch_body(launch: Launch) -> dict[str, Any]:
-    """The JSON body of ``POST /v1/models`` for a planned launch."""
-    args = dict(launch.launch_args)
-    size = args.pop("model_size_in_billions", None)
-    size = size_text(size)  # the REST API wants 7 or "1_5", not 1.5
-    body: dict[str, Any] = {
-        "model_uid": launch.uid,
-        "model_name": launch.model_name,
-        "model_type": launch.model_type,
-        "replica": launch.replica,
-        "n_gpu": launch.n_gpu,  # None: CPU only
-        **({"model_size_in_billions": size} if size is not None else {}),
-        **args,
-    }
-    if launch.worker is not None:
-        body["worker_ip"] = launch.worker
-    if launch.gpu_indexes:
-        body["gpu_idx"] = list(launch.gpu_indexes)
-    return body
 
 
 # --- parsing the wire format (pure) -----------------------------------------------------------
@@ -366,6 +424,14 @@ def _gpu_indexes(value: Any) -> tuple[int, ...]:
     if isinstance(value, int):
         return (value,)
     return tuple(int(v) for v in value)
+
+
+def parse_engine_version(answer: Any) -> str | None:
+    """``engine_version`` of a ``reload/config`` answer when its engine is vLLM, else None."""
+    if not isinstance(answer, dict) or str(answer.get("engine", "")).lower() != "vllm":
+        return None
+    version = answer.get("engine_version")
+    return version if isinstance(version, str) and version else None
 
 
 def parse_workers(status: Any) -> tuple[Worker, ...]:
@@ -446,5 +512,6 @@ __all__ = [
     "XinferenceAdapter",
     "launch_body",
     "parse_cluster",
+    "parse_engine_version",
     "parse_workers",
 ]

@@ -5,9 +5,13 @@ The interface is fixed (users script it)::
     estimate --hf-config PATH --gpu-total-gib FLOAT
         [--weights-gib FLOAT | --params-billions FLOAT --quantization NAME]
         [--engine vllm] [--tensor-parallel-size N] [--kv-cache-dtype auto|fp8]
-        [--gpu-memory-utilization FLOAT] [--max-model-len N] [--json]
+        [--gpu-memory-utilization FLOAT] [--max-model-len N] [--vllm-version X.Y.Z] [--json]
 
 ``--model NAME [--size B]`` takes the architecture from the bundled catalogue instead of a file.
+
+One estimator: the flags become the same ``[models.<uid>]`` table a config holds, checked by the
+same rules (``desired.cross_field_problems``) and resolved by the same functions
+(``demand.resolve_model`` and ``demand.claim_on``) that ``plan`` and ``fit`` use.
 """
 
 from __future__ import annotations
@@ -17,23 +21,16 @@ import json
 from pathlib import Path
 from typing import Any, TextIO
 
+from pydantic import ValidationError
+
 from daemon.adapters.json_file import JsonFileError, read_json_object
 from daemon.core import catalogue
-from daemon.core.architecture import Architecture, ArchitectureError, architecture_from_hf_config
-from daemon.core.engines import Engine
-from daemon.core.footprint import (
-    VLLM_DEFAULTS,
-    EngineLimits,
-    QuantizationError,
-    bits_per_weight,
-    estimate_footprint,
-    kv_cache_bytes_at,
-    max_model_len_at,
-    required_utilization,
-    vllm_default_limits,
-    weights_bytes,
-)
+from daemon.core.demand import Claim, ResolveError, claim_on, engine_limits, resolve_model
+from daemon.core.desired import Config, ModelSpec, cross_field_problems
+from daemon.core.engines import FRACTION_ENGINES, Engine
+from daemon.core.footprint import kv_cache_bytes_at, max_model_len_at
 from daemon.core.units import GiB
+from daemon.core.vllm_rules import Usage, VersionError, VllmVersion, rules_for
 from daemon.errors import ReconcilerError
 
 ENGINES = {
@@ -42,6 +39,24 @@ ENGINES = {
     "transformers": Engine.TRANSFORMERS,
     "llama.cpp": Engine.LLAMA_CPP,
     "sentence_transformers": Engine.SENTENCE_TRANSFORMERS,
+}
+UID = "estimate"  # the model's key in the one-model config the flags describe
+# config key -> the flag that sets it (for messages)
+_FLAGS = {
+    "model_engine": "--engine",
+    "model_format": "--model-format",
+    "model_type": "--model-type",
+    "quantization": "--quantization",
+    "placement.gpus": "--tensor-parallel-size",
+    "memory.max_model_len": "--max-model-len",
+    "memory.gpu_memory_utilization": "--gpu-memory-utilization",
+    "memory.kv_cache_dtype": "--kv-cache-dtype",
+    "memory.concurrent_sequences": "--concurrent-sequences",
+    "memory.max_num_batched_tokens": "--max-num-batched-tokens",
+    "memory.max_num_seqs": "--max-num-seqs",
+    "architecture.weights_gib": "--weights-gib",
+    "architecture.params_billions": "--params-billions",
+    "architecture": "--hf-config / --model",
 }
 
 
@@ -66,6 +81,14 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _version(text: str) -> str:
+    try:
+        VllmVersion.parse(text)
+    except VersionError as exc:
+        raise argparse.ArgumentTypeError(f"{exc}, got {text!r}") from None
+    return text
+
+
 def add_estimate_parser(sub: Any) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = sub.add_parser(
         "estimate",
@@ -77,6 +100,11 @@ def add_estimate_parser(sub: Any) -> argparse.ArgumentParser:
         "--model", metavar="NAME", help="a catalogue model (Xinference name or HF repo)"
     )
     p.add_argument("--size", metavar="B", help="size in billions, with --model")
+    p.add_argument(
+        "--model-type",
+        choices=("LLM", "embedding", "rerank"),
+        help="default: the catalogue's, else LLM",
+    )
     p.add_argument(
         "--gpu-total-gib",
         type=_positive_float,
@@ -96,12 +124,16 @@ def add_estimate_parser(sub: Any) -> argparse.ArgumentParser:
         help="weight quantization: none, fp8, int8, awq, gptq, int4, q4_k_m, ...",
     )
     p.add_argument(
-        "--model-format", default=None, help="Xinference model_format (pytorch, awq, ggufv2...)"
+        "--model-format",
+        default=None,
+        help="Xinference model_format (pytorch, awq, ggufv2...); default: the engine's own",
     )
     p.add_argument("--engine", choices=sorted(ENGINES), default="vllm")
     p.add_argument("--tensor-parallel-size", type=_positive_int, default=1)
     p.add_argument("--kv-cache-dtype", choices=("auto", "fp8"), default="auto")
-    p.add_argument("--gpu-memory-utilization", type=_fraction)
+    p.add_argument(
+        "--gpu-memory-utilization", type=_fraction, help="vLLM/SGLang only: KV cache at this share"
+    )
     p.add_argument("--max-model-len", type=_positive_int)
     p.add_argument(
         "--concurrent-sequences",
@@ -110,9 +142,15 @@ def add_estimate_parser(sub: Any) -> argparse.ArgumentParser:
         help="full-length sequences that must fit at once (with --max-model-len)",
     )
     p.add_argument(
+        "--vllm-version",
+        type=_version,
+        help="the vLLM release that serves it (what vLLM counts inside its budget changed between "
+        "releases; default: unknown, the most conservative rules)",
+    )
+    p.add_argument(
         "--vllm-context",
-        choices=sorted(VLLM_DEFAULTS),
-        default="xinference",
+        choices=[u.value for u in Usage],
+        default=Usage.XINFERENCE.value,
         help="whose vLLM defaults apply when the limits are not given: xinference (2048 batched "
         "tokens on every GPU), serve (vllm serve) or llm (vllm.LLM); serve and llm depend on the GPU",
     )
@@ -128,64 +166,107 @@ def add_estimate_parser(sub: Any) -> argparse.ArgumentParser:
     return p
 
 
-def _architecture(args: argparse.Namespace) -> Architecture:
+def _flag(path: str) -> str:
+    return _FLAGS.get(path, path)
+
+
+def model_table(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The flags as a config's ``[models.<uid>]`` table, and the config.json mapping they name."""
+    table, hf_config = _source(args)
+    table["model_engine"] = str(ENGINES[args.engine])
+    for key, value in (("model_format", args.model_format), ("quantization", args.quantization)):
+        if value is not None:
+            table[key] = value
+    table["placement"] = {"gpus": args.tensor_parallel_size}
+    table["memory"] = _memory(args)
+    architecture: dict[str, Any] = {}
+    if args.weights_gib is not None:
+        architecture["weights_gib"] = args.weights_gib
+    if args.params_billions is not None:
+        architecture["params_billions"] = args.params_billions
+    if args.hf_config:
+        architecture["hf_config"] = str(args.hf_config)
+    table["architecture"] = architecture
+    return table, hf_config
+
+
+def _source(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Name, size and type from the catalogue entry or the config.json the flags name."""
     if args.hf_config:
         path = Path(args.hf_config)
         try:
-            cfg = read_json_object(path, what="config.json")
+            hf_config = read_json_object(path, what="config.json")
         except JsonFileError as exc:
             raise ReconcilerError(str(exc)) from None
-        try:
-            return architecture_from_hf_config(cfg)
-        except ArchitectureError as exc:
-            raise ReconcilerError(f"{path}: {exc}") from None
+        return {
+            "model_name": path.parent.name or "model",
+            "model_type": args.model_type or "LLM",
+        }, (hf_config)
     entry = catalogue.find(args.model, args.size)
     if entry is None:
         sizes = catalogue.sizes_for(args.model)
         hint = f"; sizes known: {', '.join(f'{s:g}' for s in sizes)}" if sizes else ""
         raise ReconcilerError(f"no catalogue entry for {args.model!r} size {args.size}{hint}")
-    return architecture_from_hf_config(entry.config, params=entry.params)
+    table: dict[str, Any] = {
+        "model_name": args.model,
+        "model_type": args.model_type or entry.model_type,
+    }
+    if args.size is not None:
+        table["model_size_in_billions"] = args.size
+    return table, None
+
+
+def _memory(args: argparse.Namespace) -> dict[str, Any]:
+    memory: dict[str, Any] = {
+        "kv_cache_dtype": args.kv_cache_dtype,
+        "concurrent_sequences": args.concurrent_sequences,
+        "enforce_eager": args.enforce_eager,
+        "gpu_memory_utilization": "minimum" if args.max_model_len else "auto",
+    }
+    for key in ("max_model_len", "max_num_batched_tokens", "max_num_seqs"):
+        if getattr(args, key) is not None:
+            memory[key] = getattr(args, key)
+    if args.gpu_memory_utilization is not None and ENGINES[args.engine] not in FRACTION_ENGINES:
+        memory["gpu_memory_utilization"] = args.gpu_memory_utilization  # refused, as in a file
+    return memory
+
+
+def _spec(table: dict[str, Any]) -> ModelSpec:
+    """The table checked as a config would be, or ReconcilerError naming the flags to fix."""
+    try:
+        config = Config.model_validate({"models": {UID: table}})
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors(include_url=False, include_input=False):
+            path = ".".join(str(p) for p in err["loc"][2:])
+            problems.append(f"{_flag(path)}: {err['msg']}")
+        raise ReconcilerError("; ".join(problems)) from None
+    problems = [
+        f"{_flag(path.removeprefix(f'models.{UID}.'))}: {message}"
+        for path, message in cross_field_problems(config)
+    ]
+    if problems:
+        raise ReconcilerError("; ".join(problems))
+    return config.models[UID]
 
 
 def estimate_document(args: argparse.Namespace) -> dict[str, Any]:
-    arch = _architecture(args)
-    engine = ENGINES[args.engine]
-    tp = args.tensor_parallel_size
-    if args.weights_gib is not None:
-        weights = round(args.weights_gib * GiB)
-    else:
-        if args.params_billions is not None:
-            arch = Architecture(**{**arch.__dict__, "params": round(args.params_billions * 1e9)})
-        fmt = args.model_format or (
-            "ggufv2" if (args.quantization or "").lower().startswith(("q", "iq")) else "pytorch"
-        )
-        dtype = (
-            min(arch.dtype_bytes, 2) if engine in (Engine.VLLM, Engine.SGLANG) else arch.dtype_bytes
-        )
-        try:
-            bits = bits_per_weight(fmt, args.quantization, dtype_bytes=dtype)
-        except QuantizationError as exc:
-            raise ReconcilerError(str(exc)) from None
-        weights = weights_bytes(
-            arch, bits=bits, tensor_parallel_size=tp, gguf=fmt.startswith("gguf")
-        )
+    table, hf_config = model_table(args)
+    spec = _spec(table)
+    try:
+        demand = resolve_model(UID, spec, hf_config=hf_config)
+    except ResolveError as exc:
+        raise ReconcilerError(f"{_flag(exc.path)}: {exc}") from None
     total = round(args.gpu_total_gib * GiB)
-    defaults = vllm_default_limits(
-        gpu_total_bytes=total, gpu_name=args.gpu_name, context=args.vllm_context
-    )
-    tokens = args.max_num_batched_tokens or defaults.max_num_batched_tokens
-    limits = EngineLimits(
-        max_num_batched_tokens=tokens,
-        max_num_seqs=min(args.max_num_seqs or defaults.max_num_seqs, tokens),
-        enforce_eager=args.enforce_eager,
-    )
-    fp = estimate_footprint(
-        arch,
-        engine=engine,
-        weights=weights,
-        tensor_parallel_size=tp,
-        kv_dtype_bytes=1 if args.kv_cache_dtype == "fp8" else None,
-        limits=limits,
+    rules = rules_for(args.vllm_version)
+    usage = Usage(args.vllm_context)
+    claim = claim_on(demand, total, rules=rules, usage=usage, gpu_name=args.gpu_name)
+    fp = claim.footprint
+    if fp is None:
+        raise ReconcilerError("the estimator has no footprint for this model")
+    applied = claim.rules
+    limits = engine_limits(
+        demand, rules=applied or rules, usage=usage, gpu_total_bytes=total, gpu_name=args.gpu_name
     )
     doc: dict[str, Any] = {
         "weights_bytes": fp.weights_bytes,
@@ -195,12 +276,35 @@ def estimate_document(args: argparse.Namespace) -> dict[str, Any]:
         "non_torch_bytes": fp.non_torch_bytes,
         "cuda_graph_bytes": fp.cuda_graph_bytes,
         "cuda_context_bytes": fp.cuda_context_bytes,
-        "engine": str(engine),
-        "tensor_parallel_size": tp,
+        "communication_bytes": fp.communication_bytes,
+        "engine": str(spec.model_engine),
+        "model_type": spec.model_type,
+        "tensor_parallel_size": demand.tensor_parallel_size,
         "gpu_total_bytes": total,
         "max_num_batched_tokens": limits.max_num_batched_tokens,
         "max_num_seqs": limits.max_num_seqs,
     }
+    if fp.uses_fraction:
+        _fraction_figures(doc, args, claim, total)
+    else:
+        doc["max_model_len"] = claim.max_model_len
+        doc["concurrent_sequences"] = spec.memory.concurrent_sequences
+        doc["holds_bytes"] = claim.bytes
+    return doc
+
+
+def _fraction_figures(
+    doc: dict[str, Any], args: argparse.Namespace, claim: Claim, total: int
+) -> None:
+    fp = claim.footprint
+    assert fp is not None
+    doc["budgeted_overhead_bytes"] = fp.budgeted_overhead_bytes
+    doc["outside_budget_bytes"] = fp.outside_budget_bytes
+    if claim.rules is not None:
+        doc["vllm_rules"] = claim.rules.key
+        doc["vllm_version"] = (
+            args.vllm_version or "unknown" if ENGINES[args.engine] == Engine.VLLM else None
+        )
     if args.gpu_memory_utilization is not None:
         util = args.gpu_memory_utilization
         kv_bytes = kv_cache_bytes_at(fp, utilization=util, gpu_total_bytes=total)
@@ -213,14 +317,9 @@ def estimate_document(args: argparse.Namespace) -> dict[str, Any]:
     if args.max_model_len is not None:
         doc["max_model_len"] = args.max_model_len
         doc["concurrent_sequences"] = args.concurrent_sequences
-        doc["required_gpu_memory_utilization"] = required_utilization(
-            fp,
-            gpu_total_bytes=total,
-            max_model_len=args.max_model_len,
-            sequences=args.concurrent_sequences,
-            chunk=limits.max_num_batched_tokens,
-        )
-    return doc
+        doc["required_gpu_memory_utilization"] = claim.utilization
+        if claim.kv_cache_bytes is not None:
+            doc["kv_cache_memory_bytes"] = claim.kv_cache_bytes
 
 
 def _text(doc: dict[str, Any]) -> str:
@@ -232,8 +331,21 @@ def _text(doc: dict[str, Any]) -> str:
         f"  KV cache per token   {doc['kv_bytes_per_token']:8d} bytes",
         f"  overhead             {doc['overhead_bytes'] / g:8.2f} GiB (activation "
         f"{doc['activation_bytes'] / g:.2f}, non-torch {doc['non_torch_bytes'] / g:.2f}, CUDA graphs "
-        f"{doc['cuda_graph_bytes'] / g:.2f}, CUDA context {doc['cuda_context_bytes'] / g:.2f})",
+        f"{doc['cuda_graph_bytes'] / g:.2f}, CUDA context {doc['cuda_context_bytes'] / g:.2f}"
+        + (f", NCCL {doc['communication_bytes'] / g:.2f}" if doc.get("communication_bytes") else "")
+        + ")",
     ]
+    if "vllm_rules" in doc:
+        who = (
+            f"vLLM {doc['vllm_version']}"
+            if doc["vllm_version"]
+            else f"{doc['engine']} (vLLM's most conservative)"
+        )
+        lines.append(
+            f"  {who} (rules {doc['vllm_rules']}): "
+            f"{doc['budgeted_overhead_bytes'] / g:.2f} GiB inside gpu_memory_utilization x total, "
+            f"{doc['outside_budget_bytes'] / g:.2f} GiB on top"
+        )
     if "kv_cache_bytes" in doc:
         lines.append(
             f"  at gpu_memory_utilization {doc['gpu_memory_utilization']}: KV cache "
@@ -246,6 +358,14 @@ def _text(doc: dict[str, Any]) -> str:
         lines.append(
             f"  max_model_len {doc['max_model_len']} x {doc['concurrent_sequences']} sequence(s) "
             f"needs gpu_memory_utilization >= {need}{verdict}"
+        )
+        if "kv_cache_memory_bytes" in doc:
+            lines.append(f"  launched with kv_cache_memory_bytes={doc['kv_cache_memory_bytes']}")
+    if "holds_bytes" in doc:
+        lines.append(
+            f"  max_model_len {doc['max_model_len']} x {doc['concurrent_sequences']} sequence(s): "
+            f"holds {doc['holds_bytes'] / g:.2f} GiB (this engine allocates as it goes; it takes "
+            "no gpu_memory_utilization)"
         )
     return "\n".join(lines)
 

@@ -8,9 +8,16 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
-from daemon.cli.offline import cmd_fit, cmd_plan, cmd_schema, cmd_validate
+from daemon.cli.offline import (
+    cmd_calibration_export,
+    cmd_fit,
+    cmd_plan,
+    cmd_schema,
+    cmd_validate,
+)
 from daemon.errors import ConfigError, ReconcilerError, SettingsError
 from daemon.exit_codes import Exit
 
@@ -107,11 +114,23 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(
                 "--detailed-exitcode",
                 action="store_true",
-                help="exit 0 when nothing changes, 2 when there are changes or refusals, 1 on error",
+                help="exit 0 when the cluster matches the file, 2 when it does not (changes, "
+                "refusals, loading, failing, backing off, waiting), 1 on error",
             )
         else:
             p.add_argument("--width", type=int, default=60, help="bar width in characters")
         p.set_defaults(func=func)
+
+    p = sub.add_parser(
+        "calibration", help="the calibration ledger: what the engine measured (export it to git)"
+    )
+    cal = p.add_subparsers(dest="calibration_command", required=True, metavar="ACTION")
+    q = cal.add_parser("export", help="write the measured corrections of the state file as TOML")
+    q.add_argument(
+        "--state-dir", type=Path, help="the daemon's state directory (default: settings)"
+    )
+    q.add_argument("--output", "-o", help="file to write (default: standard output)")
+    q.set_defaults(func=cmd_calibration_export)
 
     p = sub.add_parser("schema", help="print the config's JSON Schema")
     p.set_defaults(func=cmd_schema)
@@ -123,6 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
     from daemon.cli.live import add_live_parsers
 
     add_live_parsers(sub)
+
+    from daemon.cli.reload import add_reload_parser
+
+    add_reload_parser(sub)
 
     from daemon.cli.run import add_run_parser
 

@@ -36,19 +36,20 @@ def _plan_inputs(args: argparse.Namespace, err: TextIO) -> tuple[Any, Any]:
 
 def cmd_plan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from daemon.cli.render import plan_json, plan_text
+    from daemon.core.convergence import convergence
     from daemon.core.planning import plan
 
     loaded, observed = _plan_inputs(args, err)
     result = plan(loaded.config, loaded.demands, observed)
     if args.json:
         doc = plan_json(result)
-        doc["config"] = {"path": str(loaded.path), "revision": loaded.content_hash}
+        doc["config"] = {"path": str(loaded.path), "revision": loaded.revision}
         out.write(json.dumps(doc, indent=2, sort_keys=True) + "\n")
     else:
         against = args.observed or "the live cluster"
-        title = f"Plan for {loaded.path} (revision {loaded.content_hash}) against {against}"
+        title = f"Plan for {loaded.path} (revision {loaded.revision}) against {against}"
         out.write(plan_text(result, title=title) + "\n")
-    if args.detailed_exitcode and (result.has_changes or result.refused):
+    if args.detailed_exitcode and not convergence(result).converged:
         return Exit.NOT_CONVERGED
     return Exit.OK
 
@@ -59,7 +60,13 @@ def cmd_fit(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     loaded, observed = _plan_inputs(args, err)
     result = plan(loaded.config, loaded.demands, observed)
-    out.write(fit_text(result.budgets, width=args.width) + "\n")
+    text = fit_text(
+        result.budgets,
+        width=args.width,
+        cpu_models=result.cpu_models,
+        max_fraction=loaded.config.policy.gpu_max_fraction,
+    )
+    out.write(text + "\n")
     for refusal in result.refused:
         out.write(f"refused {refusal.uid}: {refusal.reason}\n")
     return Exit.OK
@@ -70,4 +77,23 @@ def cmd_schema(args: argparse.Namespace, out: TextIO, _err: TextIO) -> int:
 
     del args
     out.write(config_schema_text())
+    return Exit.OK
+
+
+def cmd_calibration_export(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """Write the corrections the engine proved (the state file's) as a calibration ledger."""
+    from daemon.adapters.calibration_file import ledger_text
+    from daemon.adapters.state_file import StateStore
+    from daemon.settings import Settings
+
+    store = StateStore(args.state_dir or Settings().state_dir)
+    state = store.load()
+    if state.problem:
+        err.write(f"warning: {state.problem}\n")
+    text = ledger_text(state.corrections)
+    if args.output:
+        Path(args.output).write_text(text)
+        err.write(f"wrote {args.output}: {len(state.corrections)} measured model(s)\n")
+    else:
+        out.write(text)
     return Exit.OK

@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import bisect
 import itertools
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
 
+from daemon.core.alternatives import alternatives, change_text
 from daemon.core.demand import Claim, Demand, claim_on, grown_claim
+from daemon.core.engines import FRACTION_ENGINES
 from daemon.core.observed import GpuRef, Worker
 from daemon.core.units import fmt_gib
+from daemon.core.vllm_rules import UNKNOWN, VllmRules
 
 SEARCH_BUDGET = 20_000  # placements the search may try for one refused model
 SEARCH_MAX_MOVABLE = 10  # models one search may move (beyond this, search worker by worker)
@@ -32,6 +36,13 @@ class GpuCapacity:
     limit: int  # max_fraction x total - reserve
     external: int  # used by processes this pass does not account to a model
     staying: int  # held by models that keep running
+    rules: VllmRules = UNKNOWN  # how the vLLM on this GPU's worker accounts for memory
+
+    @property
+    def resident(self) -> int:
+        """Memory other processes hold on this GPU when a launch starts (vLLM versions with a
+        global budget charge it to the new instance)."""
+        return self.external + self.staying
 
     @property
     def available(self) -> int:
@@ -62,11 +73,32 @@ class Placement:
 
 @dataclass(frozen=True, kw_only=True)
 class Refusal:
-    """A model that cannot be placed now, with the numbers that decided it."""
+    """A model that cannot be placed now, with the numbers that decided it: what it needs on each
+    GPU, what the GPU that comes closest has available (both None when no GPU could be sized
+    against, e.g. none matches its placement), and each single change of config keys with which
+    it would fit now (``{"memory.max_model_len": 8192}``)."""
 
     uid: str
     reason: str
     needed_bytes: int | None = None
+    available_bytes: int | None = None
+    fits_with: tuple[Mapping[str, Any], ...] = ()
+
+    @property
+    def missing_bytes(self) -> int | None:
+        """Bytes missing on each GPU (on the one that comes closest)."""
+        if self.needed_bytes is None or self.available_bytes is None:
+            return None
+        return max(0, self.needed_bytes - max(self.available_bytes, 0))
+
+    def figures(self) -> dict[str, Any]:
+        """The numbers as JSON-ready fields (plan --json, the daemon's admission events)."""
+        return {
+            "needed_bytes": self.needed_bytes,
+            "available_bytes": self.available_bytes,
+            "missing_bytes": self.missing_bytes,
+            "fits_with": [dict(change) for change in self.fits_with],
+        }
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,8 +119,8 @@ class _Board:
     """Scratch state of one admission run (never escapes :func:`admit`).
 
     GPUs are numbered in GpuRef order; ``free`` is indexed by that number. For the common case (one
-    GPU, no pin) ``_by_size`` keeps, per GPU size, the (free, id) pairs sorted so best fit is a
-    bisection instead of a scan of every GPU.
+    GPU, no pin) ``_by_size`` keeps, per GPU size and vLLM rules, the (free, id) pairs sorted so
+    best fit is a bisection instead of a scan of every GPU.
     """
 
     def __init__(self, capacities: Sequence[GpuCapacity], workers: Sequence[Worker]) -> None:
@@ -103,19 +135,24 @@ class _Board:
         ]
         self.assigned: dict[str, tuple[int, ...]] = {}
         self.demands: dict[str, Demand] = {}
-        self._needs: dict[tuple[str, int], Claim] = {}
+        self._needs: dict[tuple[str, int, VllmRules], Claim] = {}
         self._eligible: dict[str, list[tuple[str, list[int]]]] = {}
-        self._by_size: dict[int, list[tuple[int, int]]] = {}
-        for i, c in enumerate(caps):
-            self._by_size.setdefault(c.total, []).append((self.free[i], i))
+        self._by_size: dict[tuple[int, VllmRules], list[tuple[int, int]]] = {}
+        for i in range(len(caps)):
+            self._by_size.setdefault(self._size(i), []).append((self.free[i], i))
         for pairs in self._by_size.values():
             pairs.sort()
 
+    def _size(self, gpu: int) -> tuple[int, VllmRules]:
+        """GPUs with the same total and vLLM rules give every demand the same claim."""
+        return self.caps[gpu].total, self.caps[gpu].rules
+
     def claim(self, demand: Demand, gpu: int) -> Claim:
-        key = (demand.uid, self.caps[gpu].total)
+        total, rules = self._size(gpu)
+        key = (demand.uid, total, rules)
         found = self._needs.get(key)
         if found is None:
-            found = self._needs[key] = claim_on(demand, self.caps[gpu].total)
+            found = self._needs[key] = claim_on(demand, total, rules=rules)
         return found
 
     def need(self, demand: Demand, gpu: int) -> int:
@@ -124,8 +161,11 @@ class _Board:
     def eligible(self, demand: Demand) -> list[tuple[str, list[int]]]:
         """Workers (and their GPU ids) that the demand's pins allow, in a fixed order."""
         cached = self._eligible.get(demand.uid)
-        if cached is not None:
-            return cached
+        if cached is None:
+            cached = self._eligible[demand.uid] = self.eligible_uncached(demand)
+        return cached
+
+    def eligible_uncached(self, demand: Demand) -> list[tuple[str, list[int]]]:
         place = demand.spec.placement
         out = []
         for worker, gpus in self.workers:
@@ -139,8 +179,29 @@ class _Board:
                     continue
             if len(chosen) >= demand.gpus_needed:
                 out.append((worker.address, chosen))
-        self._eligible[demand.uid] = out
         return out
+
+    def fits_now(self, demand: Demand) -> bool:
+        """Whether ``demand`` (any variant of a refused model) fits the room left now."""
+        for _, gpus in self.eligible_uncached(demand):
+            needs: dict[tuple[int, VllmRules], Claim] = {}
+            room = 0
+            for g in gpus:
+                size = self._size(g)  # the same size and vLLM rules as admission's own claims
+                claim = needs.get(size) or needs.setdefault(
+                    size, claim_on(demand, size[0], rules=size[1])
+                )
+                room += claim.impossible is None and self.free[g] >= claim.bytes
+            if room >= demand.gpus_needed:
+                return True
+        return False
+
+    def most_gpus(self, demand: Demand) -> int:
+        """GPUs on the largest worker the demand's worker pin allows."""
+        wanted = demand.spec.placement.worker
+        return max(
+            (len(g) for w, g in self.workers if wanted is None or w.matches(wanted)), default=0
+        )
 
     def _simple(self, demand: Demand) -> bool:
         place = demand.spec.placement
@@ -189,14 +250,14 @@ class _Board:
 
     def take(self, demand: Demand, gpus: tuple[int, ...], sign: int = 1) -> None:
         for g in gpus:
-            pairs = self._by_size[self.caps[g].total]
+            pairs = self._by_size[self._size(g)]
             del pairs[bisect.bisect_left(pairs, (self.free[g], g))]
             self.free[g] -= sign * self.need(demand, g)
             bisect.insort(pairs, (self.free[g], g))
 
     def impossible_everywhere(self, demand: Demand) -> bool:
         """True when the demand cannot fit any eligible GPU size at all (not even an empty GPU)."""
-        sizes = {self.caps[g].total: g for _, gpus in self.eligible(demand) for g in gpus}
+        sizes = {self._size(g): g for _, gpus in self.eligible(demand) for g in gpus}
         return bool(sizes) and all(self.claim(demand, g).impossible for g in sizes.values())
 
     def max_need(self, demand: Demand) -> int:
@@ -273,23 +334,71 @@ def _refusal(board: _Board, demand: Demand, searched: bool) -> Refusal:
         pin = f"worker {place.worker!r}" if place.worker else "any worker"
         if place.gpu_indexes is not None:
             pin += f" with GPU indexes {list(place.gpu_indexes)}"
+        reason = f"no GPU matches the placement: needs {k} GPU(s) on {pin}"
+        if board.caps:
+            return Refusal(uid=demand.uid, reason=reason)
+        if demand.spec.model_engine in FRACTION_ENGINES:
+            reason += f"; the cluster has no GPUs, and {demand.spec.model_engine} needs one"
+            return Refusal(uid=demand.uid, reason=reason)
         return Refusal(
-            uid=demand.uid, reason=f"no GPU matches the placement: needs {k} GPU(s) on {pin}"
+            uid=demand.uid,
+            reason=f'{reason}; the cluster has no GPUs: run it on the CPU with placement.device = "cpu"',
+            fits_with=({"placement.device": "cpu"},),
         )
     claims = {g: board.claim(demand, g) for _, gpus in eligible for g in gpus}
+    gpu, need = _closest(board, demand, eligible)
+    available = board.free[gpu]
+    short = need - max(available, 0)
+    shortfall = f"{fmt_gib(short)} more than the {fmt_gib(max(available, 0))} available on {board.refs[gpu]}"
+    fits_with = alternatives(demand, board.fits_now, most_gpus=board.most_gpus(demand))
+    offer = f"; fits with {', or '.join(change_text(c) for c in fits_with)}" if fits_with else ""
     impossible = next((c.impossible for c in claims.values() if c.impossible), None)
     if impossible and all(c.impossible for c in claims.values()):
-        return Refusal(uid=demand.uid, reason=impossible)
-    need = min(c.bytes for c in claims.values())
-    most = sorted(claims, key=lambda g: (-board.free[g], g))[: max(k, 2)]
-    where = "; ".join(_describe(board, g) for g in most)
-    shape = f"on each of {k} GPUs of one worker" if k > 1 else "on one GPU"
-    how = " (nor after re-placing this pass's other launches)" if searched else ""
+        reason = f"{impossible}: {fmt_gib(need)} per GPU, {shortfall}{offer}"
+    else:
+        most = sorted(claims, key=lambda g: (-board.free[g], g))[: max(k, 2)]
+        where = "; ".join(_describe(board, g) for g in most)
+        shape = f"on each of {k} GPUs of one worker" if k > 1 else "on one GPU"
+        how = " (nor after re-placing this pass's other launches)" if searched else ""
+        reason = f"needs {fmt_gib(need)} {shape}, {shortfall}; does not fit{how}: {where}{offer}"
     return Refusal(
         uid=demand.uid,
-        reason=f"needs {fmt_gib(need)} {shape}; does not fit{how}: {where}",
+        reason=reason,
         needed_bytes=need,
+        available_bytes=available,
+        fits_with=fits_with,
     )
+
+
+def _closest(
+    board: _Board, demand: Demand, eligible: list[tuple[str, list[int]]]
+) -> tuple[int, int]:
+    """The GPU that comes closest to holding the demand (for ``k`` GPUs: the tightest of the best
+    ``k`` on the best worker) and what the demand needs there, in bytes. A claim refused for an
+    intent the GPU cannot meet (a pinned utilization too small) counts what that intent needs."""
+    k = demand.gpus_needed
+    best: tuple[int, int, int] | None = None  # (slack, gpu, need)
+    for _, gpus in eligible:
+        ranked = sorted((_needed(board, demand, g) - board.free[g], g) for g in gpus)
+        short, g = ranked[min(k, len(ranked)) - 1]
+        slack = -short
+        candidate = (slack, -g, _needed(board, demand, g))
+        if best is None or candidate[:2] > best[:2]:
+            best = candidate
+    assert best is not None, "eligible is not empty"
+    return -best[1], best[2]
+
+
+def _needed(board: _Board, demand: Demand, gpu: int) -> int:
+    claim = board.claim(demand, gpu)
+    util = demand.spec.memory.gpu_memory_utilization
+    if claim.impossible and isinstance(util, float):  # the pin is too small: what would do
+        spec = demand.spec
+        minimum = spec.model_copy(
+            update={"memory": spec.memory.model_copy(update={"gpu_memory_utilization": "minimum"})}
+        )
+        return claim_on(replace(demand, spec=minimum), board.caps[gpu].total).bytes
+    return claim.bytes
 
 
 def _describe(board: _Board, gpu: int) -> str:

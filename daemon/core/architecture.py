@@ -2,6 +2,9 @@
 
 Only what the estimator needs is kept: layer and head counts for the KV cache, sizes for the
 parameter count and activation peak, and the attention layout (full, sliding-window, MLA).
+Multimodal wrappers keep the language model under ``text_config``; a key that a real config leaves
+out there takes the default of the model class that transformers would use (``_CLASS_DEFAULTS``),
+as vLLM itself does when it builds that class.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ _INTERMEDIATE = ("intermediate_size", "ffn_hidden_size", "n_inner", "ffn_dim")
 _VOCAB = ("vocab_size", "padded_vocab_size", "n_vocab")
 _MAX_POS = ("max_position_embeddings", "seq_length", "n_positions", "max_seq_len")
 _DTYPE_BYTES = {"float32": 4, "float": 4, "float16": 2, "half": 2, "bfloat16": 2}
+_TEXT_KEYS = ("text_config", "language_config", "llm_config")
 ENCODER_MODEL_TYPES = frozenset(
     {"bert", "xlm-roberta", "roberta", "xlm_roberta", "nomic_bert", "new", "distilbert", "electra"}
 )
@@ -53,7 +57,9 @@ class Architecture:
     num_experts: int = 0
     experts_per_token: int = 0
     moe_intermediate_size: int | None = None
+    shared_expert_intermediate_size: int = 0  # always-on experts beside the routed ones
     is_encoder: bool = False
+    is_multimodal: bool = False  # a wrapper with a vision (or audio) tower beside the text model
     params: int | None = None  # the real parameter count when known (catalogue), else estimated
 
     @property
@@ -94,15 +100,118 @@ def _optional_int(cfg: Mapping[str, Any], keys: tuple[str, ...]) -> int | None:
     return value
 
 
+# transformers' defaults for the text models that multimodal wrappers embed, for the keys the
+# estimator reads (transformers/models/<name>/configuration_<name>.py, __init__ defaults). A real
+# config.json leaves a key out when it equals the default, e.g. Gemma 3's text_config has no
+# vocab_size (262208) and the 4B one no head counts (8 heads, 4 KV heads, head_dim 256).
+_CLASS_DEFAULTS: dict[str, dict[str, Any]] = {
+    "gemma3_text": {
+        "vocab_size": 262208,
+        "hidden_size": 2304,
+        "intermediate_size": 9216,
+        "num_hidden_layers": 26,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 4,
+        "head_dim": 256,
+        "max_position_embeddings": 131072,
+        "sliding_window": 4096,
+        "sliding_window_pattern": 6,
+        "tie_word_embeddings": True,
+    },
+    "gemma2": {
+        "vocab_size": 256000,
+        "hidden_size": 2304,
+        "intermediate_size": 9216,
+        "num_hidden_layers": 26,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 4,
+        "head_dim": 256,
+        "max_position_embeddings": 8192,
+        "sliding_window": 4096,
+        "tie_word_embeddings": True,
+    },
+    "llama": {
+        "vocab_size": 32000,
+        "hidden_size": 4096,
+        "intermediate_size": 11008,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 32,
+        "max_position_embeddings": 2048,
+    },
+    "mistral": {
+        "vocab_size": 32000,
+        "hidden_size": 4096,
+        "intermediate_size": 14336,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "max_position_embeddings": 131072,
+        "sliding_window": 4096,
+    },
+    "qwen2": {
+        "vocab_size": 151936,
+        "hidden_size": 4096,
+        "intermediate_size": 22016,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 32,
+        "max_position_embeddings": 32768,
+    },
+    "qwen2_vl_text": {
+        "vocab_size": 152064,
+        "hidden_size": 8192,
+        "intermediate_size": 29568,
+        "num_hidden_layers": 80,
+        "num_attention_heads": 64,
+        "num_key_value_heads": 8,
+        "max_position_embeddings": 32768,
+    },
+    "qwen3": {
+        "vocab_size": 151936,
+        "hidden_size": 4096,
+        "intermediate_size": 22016,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 32,
+        "head_dim": 128,
+        "max_position_embeddings": 32768,
+    },
+}
+_CLASS_DEFAULTS["qwen2_5_vl_text"] = _CLASS_DEFAULTS["qwen2_vl_text"]
+# wrapper model_type -> the text model it embeds when its text_config does not say
+_WRAPPED_TEXT = {
+    "gemma3": "gemma3_text",
+    "llava": "llama",
+    "llava_next": "llama",
+    "mistral3": "mistral",
+    "qwen2_vl": "qwen2_vl_text",
+    "qwen2_5_vl": "qwen2_5_vl_text",
+}
+
+
 def _text_config(cfg: Mapping[str, Any]) -> Mapping[str, Any]:
-    """Multimodal configs (Gemma 3, Llama 4, Qwen2-VL ...) keep the language model under a sub-key."""
-    for key in ("text_config", "language_config", "llm_config"):
+    """The language model's keys. Multimodal configs (Gemma 3, Llama 4, Qwen2-VL, LLaVA ...) keep
+    it under a sub-key; the keys it leaves out take its model class's defaults."""
+    text: Mapping[str, Any] = cfg
+    for key in _TEXT_KEYS:
         sub = cfg.get(key)
-        if isinstance(sub, Mapping) and _first(sub, _LAYERS) is not None:
-            merged = dict(sub)
-            merged.setdefault("torch_dtype", cfg.get("torch_dtype"))
-            return merged
-    return cfg
+        if isinstance(sub, Mapping) and sub:
+            text = sub
+            break
+    model_type = str(text.get("model_type") or "")
+    if text is not cfg and not model_type:
+        model_type = _WRAPPED_TEXT.get(str(cfg.get("model_type", "")), "")
+    defaults = _CLASS_DEFAULTS.get(model_type, {})
+    if text is cfg and not defaults:
+        return cfg
+    merged = {**defaults, **text}  # an explicit null (Mistral's sliding_window) stays null
+    if model_type:
+        merged["model_type"] = model_type
+    if text is not cfg:
+        for key in ("torch_dtype", "dtype", "tie_word_embeddings"):
+            if key not in merged and cfg.get(key) is not None:
+                merged[key] = cfg[key]
+    return merged
 
 
 def _sliding(cfg: Mapping[str, Any], num_layers: int) -> tuple[int | None, int]:
@@ -129,12 +238,24 @@ def _sliding(cfg: Mapping[str, Any], num_layers: int) -> tuple[int | None, int]:
     return window, num_layers  # Mistral v0.1 style: every layer slides
 
 
+def _shared_experts(cfg: Mapping[str, Any]) -> int:
+    """Width of the always-on shared experts: Qwen-MoE's ``shared_expert_intermediate_size``, or
+    DeepSeek's ``n_shared_experts x moe_intermediate_size``."""
+    width = _optional_int(cfg, ("shared_expert_intermediate_size",))
+    if width:
+        return width
+    count = _optional_int(cfg, ("n_shared_experts",)) or 0
+    return count * (_optional_int(cfg, ("moe_intermediate_size",)) or 0)
+
+
 def architecture_from_hf_config(
     cfg: Mapping[str, Any], *, params: int | None = None
 ) -> Architecture:
     """Build an :class:`Architecture` from a ``config.json`` mapping (raises ArchitectureError)."""
     text = _text_config(cfg)
     model_type = str(text.get("model_type") or cfg.get("model_type") or "unknown")
+    multimodal = text is not cfg and any(isinstance(cfg.get(k), Mapping) for k in _TEXT_KEYS)
+    multimodal = multimodal or isinstance(cfg.get("vision_config"), Mapping)
     layers = _positive_int(text, _LAYERS)
     hidden = _positive_int(text, _HIDDEN)
     heads = _positive_int(text, _HEADS)
@@ -165,9 +286,14 @@ def architecture_from_hf_config(
         kv_lora_rank=kv_lora or None,
         qk_rope_head_dim=rope if kv_lora else None,
         num_experts=experts,
-        experts_per_token=_optional_int(text, ("num_experts_per_tok", "moe_topk")) or 0,
+        experts_per_token=_optional_int(
+            text, ("num_experts_per_tok", "moe_topk", "experts_per_token")
+        )
+        or 0,
         moe_intermediate_size=_optional_int(text, ("moe_intermediate_size",)) or None,
+        shared_expert_intermediate_size=_shared_experts(text),
         is_encoder=model_type in ENCODER_MODEL_TYPES,
+        is_multimodal=multimodal,
         params=params,
     )
 

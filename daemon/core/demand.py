@@ -2,37 +2,36 @@
 
 ``resolve_model`` turns a :class:`~daemon.core.desired.ModelSpec` (plus an already-read
 ``config.json`` mapping, if the spec names one) into a :class:`Demand`; ``claim_on`` answers how many
-bytes the model would hold on a GPU of a given size, with the engine arguments that make it so.
+bytes the model would hold on a GPU of a given size under a given vLLM version's rules, with the
+engine arguments that make it so. The ``estimate`` command and the config path both call these two
+functions: one estimator.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from daemon.core import catalogue
 from daemon.core.architecture import Architecture, ArchitectureError, architecture_from_hf_config
 from daemon.core.desired import ModelSpec
-from daemon.core.engines import FRACTION_ENGINES
+from daemon.core.engines import FRACTION_ENGINES, Engine, default_model_format
 from daemon.core.footprint import (
-    VLLM_DEFAULTS,
     EngineLimits,
     Footprint,
     QuantizationError,
     bits_per_weight,
     estimate_footprint,
+    kv_cache_bytes_at,
     kv_cache_tokens_at,
     required_utilization,
     weights_bytes,
 )
 from daemon.core.units import GiB
+from daemon.core.vllm_rules import UNKNOWN, Usage, VllmRules, profile_batch
 
-# Under Xinference the profiling batch is 2048 tokens on every GPU (see VLLM_DEFAULTS).
-XINFERENCE_VLLM_MAX_NUM_BATCHED_TOKENS, XINFERENCE_VLLM_MAX_NUM_SEQS = VLLM_DEFAULTS["xinference"][
-    1
-]
 # Context assumed for engines without pre-allocation when no max_model_len is given.
 DEFAULT_CONTEXT_TOKENS = 4096
 # Batch assumed for embedding/rerank engines (sentence-transformers' default batch of 32 sentences).
@@ -62,6 +61,10 @@ class Demand:
     architecture: Architecture | None
     weights_per_gpu: int | None  # None: a fixed estimate_gib replaces the estimator
     gpus_needed: int  # GPUs on one worker: gpus x replicas (0 for CPU models)
+    # What the engine proved the estimate missed, per GPU (core/corrections.py): added to the
+    # overhead the engine takes before its KV cache. Never negative: memory errs on the safe side.
+    correction_bytes: int = 0
+    correction_source: str | None = None  # where the correction was measured, for plan and fit
 
     @property
     def tensor_parallel_size(self) -> int:
@@ -86,6 +89,10 @@ class Claim:
     max_model_len: int | None = None
     kv_tokens: int | None = None
     impossible: str | None = None
+    # vLLM >= 0.10.2: the KV-cache bytes to pass as kv_cache_memory_bytes (the engine then sizes
+    # its cache exactly, whatever its own profile says); None where the version does not take it.
+    kv_cache_bytes: int | None = None
+    rules: VllmRules | None = None  # the vLLM rules this claim was computed with (fraction engines)
 
 
 def _architecture(spec: ModelSpec, hf_config: Mapping[str, Any] | None) -> Architecture | None:
@@ -149,7 +156,7 @@ def resolve_model(
                 f"tensor-parallel size {tp} must divide the {arch.num_attention_heads} attention heads",
             )
         if weights is None:
-            fmt = spec.model_format or "pytorch"
+            fmt = spec.model_format or default_model_format(spec.model_engine)
             dtype = arch.dtype_bytes
             if spec.model_engine in FRACTION_ENGINES:
                 dtype = min(dtype, 2)  # vLLM's dtype "auto" serves fp32 checkpoints in 16 bit
@@ -165,18 +172,35 @@ def resolve_model(
     )
 
 
-def engine_limits(demand: Demand) -> EngineLimits:
-    """Batch limits the engine will run with: the config's, else what Xinference's launch gets."""
+def engine_limits(
+    demand: Demand,
+    *,
+    rules: VllmRules = UNKNOWN,
+    usage: Usage = Usage.XINFERENCE,
+    gpu_total_bytes: int = 0,
+    gpu_name: str = "",
+) -> EngineLimits:
+    """Batch limits the engine profiles with: the config's, else what this vLLM version picks when
+    ``usage`` starts it on this GPU (vllm_rules.profile_batch); for other engines one batch of the
+    intended length."""
     mem = demand.spec.memory
-    if demand.spec.model_engine in FRACTION_ENGINES:
-        tokens = mem.max_num_batched_tokens or XINFERENCE_VLLM_MAX_NUM_BATCHED_TOKENS
-        seqs = mem.max_num_seqs or XINFERENCE_VLLM_MAX_NUM_SEQS
-        return EngineLimits(
-            max_num_batched_tokens=tokens,
-            max_num_seqs=min(seqs, tokens),
-            enforce_eager=mem.enforce_eager,
-        )
     arch = demand.architecture
+    if demand.spec.model_engine in FRACTION_ENGINES:
+        tokens, seqs = profile_batch(
+            rules,
+            usage=usage,
+            max_model_len=wanted_context(demand),
+            gpu_total_bytes=gpu_total_bytes,
+            gpu_name=gpu_name,
+            multimodal=bool(arch and arch.is_multimodal),
+            pooling=demand.spec.model_type in ("embedding", "rerank"),
+            sliding_window=bool(arch and arch.sliding_layers),
+            max_num_batched_tokens=mem.max_num_batched_tokens,
+            max_num_seqs=mem.max_num_seqs,
+        )
+        return EngineLimits(
+            max_num_batched_tokens=tokens, max_num_seqs=seqs, enforce_eager=mem.enforce_eager
+        )
     if arch is not None and arch.is_encoder:
         length = mem.max_model_len or min(arch.max_position_embeddings or 512, ENCODER_DEFAULT_LEN)
         return EngineLimits(max_num_batched_tokens=length, max_num_seqs=ENCODER_BATCH)
@@ -184,19 +208,42 @@ def engine_limits(demand: Demand) -> EngineLimits:
     return EngineLimits(max_num_batched_tokens=length, max_num_seqs=1)
 
 
-def footprint_of(demand: Demand) -> Footprint | None:
+def _rules_for(demand: Demand, rules: VllmRules) -> VllmRules:
+    """The rules the footprint is computed with: vLLM's for this version, with the exact-KV variant
+    where ``kv_cache_memory_bytes`` will be passed; the conservative set for other fraction engines
+    (SGLang's own accounting is not modelled)."""
+    if demand.spec.model_engine != Engine.VLLM:
+        return UNKNOWN
+    return rules.with_exact_kv() if rules.kv_cache_memory_bytes else rules
+
+
+def footprint_of(
+    demand: Demand,
+    *,
+    rules: VllmRules = UNKNOWN,
+    usage: Usage = Usage.XINFERENCE,
+    gpu_total_bytes: int = 0,
+    gpu_name: str = "",
+) -> Footprint | None:
     """The estimator's footprint (None for fixed estimates and CPU models)."""
     if demand.architecture is None or demand.weights_per_gpu is None:
         return None
     kv_dtype = 1 if demand.spec.memory.kv_cache_dtype.startswith("fp8") else None
-    return estimate_footprint(
+    applied = _rules_for(demand, rules)
+    fp = estimate_footprint(
         demand.architecture,
         engine=demand.spec.model_engine or "",
         weights=demand.weights_per_gpu,
         tensor_parallel_size=demand.tensor_parallel_size,
         kv_dtype_bytes=kv_dtype,
-        limits=engine_limits(demand),
+        limits=engine_limits(
+            demand, rules=applied, usage=usage, gpu_total_bytes=gpu_total_bytes, gpu_name=gpu_name
+        ),
+        rules=applied,
     )
+    if demand.correction_bytes > 0:
+        fp = replace(fp, correction_bytes=demand.correction_bytes)
+    return fp
 
 
 def wanted_context(demand: Demand) -> int:
@@ -210,14 +257,24 @@ def wanted_context(demand: Demand) -> int:
     return DEFAULT_CONTEXT_TOKENS
 
 
-def claim_on(demand: Demand, gpu_total_bytes: int) -> Claim:
-    """The smallest claim that satisfies the model's memory intent on a GPU of this size."""
+def claim_on(
+    demand: Demand,
+    gpu_total_bytes: int,
+    *,
+    rules: VllmRules = UNKNOWN,
+    usage: Usage = Usage.XINFERENCE,
+    gpu_name: str = "",
+) -> Claim:
+    """The smallest claim that satisfies the model's memory intent on a GPU of this size, under
+    ``rules`` (the worker's vLLM version; unknown: the most conservative)."""
     mem = demand.spec.memory
     if gpu_total_bytes <= 0:  # a malformed report: nothing can be placed on it
         return Claim(bytes=_NEVER_FITS, footprint=None, impossible="the GPU reports no memory")
     if mem.estimate_gib is not None:
         return Claim(bytes=round(mem.estimate_gib * GiB), footprint=None)
-    fp = footprint_of(demand)
+    fp = footprint_of(
+        demand, rules=rules, usage=usage, gpu_total_bytes=gpu_total_bytes, gpu_name=gpu_name
+    )
     if fp is None:
         return Claim(bytes=0, footprint=None)
     context = wanted_context(demand)
@@ -226,7 +283,10 @@ def claim_on(demand: Demand, gpu_total_bytes: int) -> Claim:
         need = fp.weights_bytes + fp.overhead_bytes
         need += fp.kv.bytes_for_sequences(context, seqs)
         return Claim(bytes=need, footprint=fp, max_model_len=context)
-    chunk = engine_limits(demand).max_num_batched_tokens
+    applied = _rules_for(demand, rules)
+    chunk = engine_limits(
+        demand, rules=applied, usage=usage, gpu_total_bytes=gpu_total_bytes, gpu_name=gpu_name
+    ).max_num_batched_tokens
     needed_util = required_utilization(
         fp, gpu_total_bytes=gpu_total_bytes, max_model_len=context, sequences=seqs, chunk=chunk
     )
@@ -242,6 +302,7 @@ def claim_on(demand: Demand, gpu_total_bytes: int) -> Claim:
                 kv_tokens=tokens,
                 impossible=f"pinned gpu_memory_utilization {util} leaves room for {tokens} KV "
                 f"tokens; {seqs} x {context} tokens need at least {needed_util}",
+                rules=applied,
             )
         needed_util = util
     impossible = None
@@ -250,13 +311,36 @@ def claim_on(demand: Demand, gpu_total_bytes: int) -> Claim:
             f"{seqs} x {context} tokens need gpu_memory_utilization {needed_util} of a "
             f"{gpu_total_bytes / GiB:.1f} GiB GPU (more than the whole GPU)"
         )
-    return Claim(
-        bytes=_fraction_bytes(fp, needed_util, gpu_total_bytes),
-        footprint=fp,
-        utilization=needed_util,
-        max_model_len=context,
-        kv_tokens=kv_cache_tokens_at(fp, utilization=needed_util, gpu_total_bytes=gpu_total_bytes),
+    return _fraction_claim(
+        fp,
+        needed_util,
+        gpu_total_bytes,
+        context=context,
+        rules=applied,
         impossible=impossible,
+    )
+
+
+def _fraction_claim(
+    fp: Footprint,
+    utilization: float,
+    gpu_total_bytes: int,
+    *,
+    context: int | None,
+    rules: VllmRules | None,
+    impossible: str | None = None,
+) -> Claim:
+    exact = rules is not None and rules.kv_cache_memory_bytes and impossible is None
+    kv_bytes = kv_cache_bytes_at(fp, utilization=utilization, gpu_total_bytes=gpu_total_bytes)
+    return Claim(
+        bytes=_fraction_bytes(fp, utilization, gpu_total_bytes),
+        footprint=fp,
+        utilization=utilization,
+        max_model_len=context,
+        kv_tokens=fp.kv.tokens_that_fit(kv_bytes),
+        impossible=impossible,
+        kv_cache_bytes=kv_bytes if exact and kv_bytes > 0 else None,
+        rules=rules,
     )
 
 
@@ -271,12 +355,6 @@ def grown_claim(base: Claim, *, extra_bytes: int, gpu_total_bytes: int) -> Claim
     step_bytes = gpu_total_bytes / 1000
     extra_util = math.floor(extra_bytes / step_bytes) / 1000
     util = round(min(1.0, base.utilization + extra_util), 3)
-    return Claim(
-        bytes=_fraction_bytes(base.footprint, util, gpu_total_bytes),
-        footprint=base.footprint,
-        utilization=util,
-        max_model_len=base.max_model_len,
-        kv_tokens=kv_cache_tokens_at(
-            base.footprint, utilization=util, gpu_total_bytes=gpu_total_bytes
-        ),
+    return _fraction_claim(
+        base.footprint, util, gpu_total_bytes, context=base.max_model_len, rules=base.rules
     )

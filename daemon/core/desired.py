@@ -9,21 +9,38 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from daemon.core.addresses import check_endpoint
 from daemon.core.engines import ENGINE_SPELLING, ENGINES_BY_TYPE, FRACTION_ENGINES, Engine
 from daemon.core.footprint import known_quantizations
+from daemon.core.launch import BODY_KEYS
 from daemon.core.naming import is_secret_name, uid_problem
+from daemon.core.vllm_rules import version_problem
 
 Int = Annotated[int, Strict()]
 Bool = Annotated[bool, Strict()]
 Float = Annotated[float, Strict()]
 Str = Annotated[str, Strict()]
 Scalar = Str | Int | Float | Bool
-EngineArg = Scalar | list[Scalar] | dict[str, Any]
+# Any value TOML can hold is accepted here, and what JSON cannot carry (a TOML date, nan) is
+# refused by the launch-request check with its exact key path (core/launch.py), instead of a union
+# of type errors; the schema tells editors what is sent: a JSON value.
+_JSON_VALUE_SCHEMA = {
+    "anyOf": [{"type": t} for t in ("string", "integer", "number", "boolean", "array", "object")]
+}
+EngineArg = Annotated[Any, WithJsonSchema(_JSON_VALUE_SCHEMA)]
 
 ModelType = Literal["LLM", "embedding", "rerank", "image", "audio", "video", "flexible"]
 # Launch settings that the reconciler computes or sets itself; writing them in engine_args would
@@ -38,6 +55,32 @@ _RESERVED_ENGINE_ARGS = {
     "enforce_eager": "memory.enforce_eager",
 }
 MAX_GPU_GIB = 4096.0  # no GPU holds more; larger numbers are typos (and would overflow)
+
+
+def flatten(doc: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested tables -> dotted keys; lists and scalars are leaves. ``engine_args`` stays one table
+    per key below it (``engine_args.speculative_config`` is one leaf)."""
+    out: dict[str, Any] = {}
+    for key, value in doc.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value and not prefix.startswith("engine_args"):
+            out.update(flatten(value, path + "."))
+        else:
+            out[path] = value
+    return out
+
+
+def changed_keys(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """``key: old -> new`` for every flattened key whose value differs (added or removed too)."""
+    missing = object()
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key, missing), new.get(key, missing)
+        if a != b:
+            show_a = "(unset)" if a is missing else repr(a)
+            show_b = "(unset)" if b is missing else repr(b)
+            out.append(f"{key}: {show_a} -> {show_b}")
+    return out
 
 
 class FieldError(ValueError):
@@ -109,6 +152,43 @@ class AuthConfig(_Frozen):
         return self
 
 
+def _unquoted_version(value: Any) -> Any:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        raise ValueError('write the version as a quoted string, e.g. vllm_version = "0.11.0"')
+    return value
+
+
+def _vllm_version(value: str | None) -> str | None:
+    if value is not None:
+        problem = version_problem(value)
+        if problem:
+            raise ValueError(problem)
+    return value
+
+
+_VLLM_VERSION_HELP = (
+    "the vLLM release installed there, e.g. '0.11.0' (pip show vllm). It decides what vLLM counts "
+    "inside gpu_memory_utilization (docs/estimator.md). A version a running vLLM model reports "
+    "through Xinference wins over this; with neither, the most conservative rules apply."
+)
+
+
+class WorkerConfig(_Frozen):
+    """What the reconciler should know about one worker that Xinference does not report."""
+
+    vllm_version: Str | None = Field(None, description=f"On this worker: {_VLLM_VERSION_HELP}")
+
+    @field_validator("vllm_version", mode="before")
+    @classmethod
+    def _quoted(cls, value: Any) -> Any:
+        return _unquoted_version(value)
+
+    @field_validator("vllm_version")
+    @classmethod
+    def _version(cls, value: str | None) -> str | None:
+        return _vllm_version(value)
+
+
 class ClusterConfig(_Frozen):
     """Where the Xinference supervisor (or xinference-local) answers, and how to talk to it."""
 
@@ -121,6 +201,35 @@ class ClusterConfig(_Frozen):
     ca_bundle: Str | None = Field(
         None, description="CA bundle file for a private certificate authority."
     )
+    vllm_version: Str | None = Field(
+        None,
+        description=f"On every worker unless [cluster.workers] says otherwise: {_VLLM_VERSION_HELP}",
+    )
+    workers: dict[str, WorkerConfig] = Field(
+        default_factory=dict,
+        description="Per-worker settings, keyed by the worker's address (ip:port, as Xinference "
+        "lists it) or its host.",
+    )
+
+    @field_validator("vllm_version", mode="before")
+    @classmethod
+    def _quoted(cls, value: Any) -> Any:
+        return _unquoted_version(value)
+
+    @field_validator("vllm_version")
+    @classmethod
+    def _version(cls, value: str | None) -> str | None:
+        return _vllm_version(value)
+
+    @field_validator("workers")
+    @classmethod
+    def _worker_keys(cls, workers: dict[str, WorkerConfig]) -> dict[str, WorkerConfig]:
+        for key in workers:
+            if not key.strip() or any(c.isspace() for c in key) or "/" in key:
+                raise FieldError(
+                    key, "expected a worker address ('10.0.0.5:30001') or host ('10.0.0.5')"
+                )
+        return workers
 
     @field_validator("endpoint")
     @classmethod
@@ -327,12 +436,56 @@ class ModelSpec(_Frozen):
     def on_gpu(self) -> bool:
         return self.placement.device == "gpu"
 
+    def _launch_doc(self) -> dict[str, Any]:
+        # Priority and the opt-out flags do not count: changing them must not replace a model.
+        return self.model_dump(mode="json", exclude={"priority", "protected", "unmanaged"})
+
+    def launch_spec(self) -> dict[str, Any]:
+        """What would be launched, flattened to dotted keys (``memory.max_model_len``)."""
+        return flatten(self._launch_doc())
+
+    def memory_key(self) -> str:
+        """Identity of what shapes this model's memory apart from its KV cache: what the engine
+        loads and how it profiles (model, engine, format, size, quantization, architecture, GPUs
+        per replica, KV dtype, batch limits). Context length, concurrent sequences, utilization and
+        placement are left out: what the engine measured for one of them holds for the others."""
+        doc = self._launch_doc()
+        memory = {
+            k: v
+            for k, v in doc["memory"].items()
+            if k in ("kv_cache_dtype", "max_num_batched_tokens", "max_num_seqs", "enforce_eager")
+        }
+        keep = {
+            "model_name": doc["model_name"],
+            "model_type": doc["model_type"],
+            "model_engine": doc["model_engine"],
+            "model_format": doc["model_format"],
+            "model_size_in_billions": doc["model_size_in_billions"],
+            "quantization": doc["quantization"],
+            "architecture": doc["architecture"],
+            "gpus": doc["placement"]["gpus"],
+            "memory": memory,
+            "engine_args": doc["engine_args"],
+        }
+        text = json.dumps(keep, sort_keys=True, separators=(",", ":"))
+        return "m-" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
     def spec_hash(self) -> str:
-        """Identity of what would be launched. Priority and the opt-out flags do not count: changing
-        them must not replace a running model."""
-        launch = self.model_dump(mode="json", exclude={"priority", "protected", "unmanaged"})
-        text = json.dumps(launch, sort_keys=True, separators=(",", ":"))
+        """Identity of what would be launched. Unchanged across versions of this tool (state files
+        keep it): a new hash would read as "changed" and replace every running model."""
+        text = json.dumps(self._launch_doc(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class CalibrationConfig(_Frozen):
+    """Memory figures measured on this cluster, kept in git beside the config."""
+
+    file: Str | None = Field(
+        None,
+        description="A calibration ledger (TOML) written by `xinference-reconciler calibration "
+        "export`, relative to this file: what the engine measured that the estimate missed, per "
+        "model. Plans use these figures over the estimates and say so.",
+    )
 
 
 class Config(_Frozen):
@@ -341,6 +494,7 @@ class Config(_Frozen):
     schema_version: Literal[1] = Field(1, description="Version of this file's format.")
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
     models: dict[str, ModelSpec] = Field(
         default_factory=dict, description="Models that should run, keyed by Xinference model uid."
     )
@@ -367,11 +521,12 @@ def cross_field_problems(config: Config) -> list[tuple[str, str]]:
             )
         )
     for uid, spec in sorted(config.models.items()):
-        problems.extend((f"models.{uid}.{path}", msg) for path, msg in _model_problems(spec))
+        problems.extend((f"models.{uid}.{path}", msg) for path, msg in model_problems(spec))
     return problems
 
 
-def _model_problems(spec: ModelSpec) -> list[tuple[str, str]]:
+def model_problems(spec: ModelSpec) -> list[tuple[str, str]]:
+    """The rules that span several fields of one model, as (key path below the model, message)."""
     out: list[tuple[str, str]] = []
     engine = spec.model_engine
     allowed = ENGINES_BY_TYPE.get(spec.model_type)
@@ -406,10 +561,39 @@ def _model_problems(spec: ModelSpec) -> list[tuple[str, str]]:
                     "the memory planner knows it",
                 )
             )
+        elif key in BODY_KEYS:
+            out.append(
+                (
+                    f"engine_args.{key}",
+                    f"the launch request takes {key} from {BODY_KEYS[key]}; set it there "
+                    "(here it would override it)",
+                )
+            )
     return out
 
 
+# Keys Xinference 4.1.0 refuses a custom registration without (docs/xinference-observed.md,
+# "Registrations"); everything else has a default in core/custom.py.
 _CUSTOM_REQUIRED = {"embedding": ("dimensions", "max_tokens"), "LLM": ("model_family",)}
+
+
+def missing_custom_keys(
+    model_type: str, spec_keys: Iterable[str], *, has_size: bool
+) -> list[tuple[str, str]]:
+    """Keys a custom model of ``model_type`` must have and does not, as (key path, message). Also
+    asked with the raw table of a model that breaks the schema elsewhere, so that every missing key
+    is reported in one run."""
+    present = set(spec_keys)
+    out = [
+        (f"custom.spec.{key}", f"required for a custom {model_type} model")
+        for key in _CUSTOM_REQUIRED.get(model_type, ())
+        if key not in present
+    ]
+    if model_type == "LLM" and not has_size:
+        out.append(
+            ("model_size_in_billions", "required for a custom LLM (its registration lists it)")
+        )
+    return out
 
 
 def _custom_problems(spec: ModelSpec) -> list[tuple[str, str]]:
@@ -418,13 +602,11 @@ def _custom_problems(spec: ModelSpec) -> list[tuple[str, str]]:
     out = []
     if spec.model_type not in ("LLM", "embedding", "rerank"):
         out.append(("custom", f"custom {spec.model_type} models are not supported yet"))
-    for key in _CUSTOM_REQUIRED.get(spec.model_type, ()):
-        if key not in spec.custom.spec:
-            out.append((f"custom.spec.{key}", f"required for a custom {spec.model_type} model"))
-    if spec.model_type == "LLM" and spec.model_size_in_billions is None:
-        out.append(
-            ("model_size_in_billions", "required for a custom LLM (its registration lists it)")
+    out.extend(
+        missing_custom_keys(
+            spec.model_type, spec.custom.spec, has_size=spec.model_size_in_billions is not None
         )
+    )
     if "model_name" in spec.custom.spec or "model_specs" in spec.custom.spec:
         out.append(
             ("custom.spec", "model_name and model_specs are filled in from the model's own keys")

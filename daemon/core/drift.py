@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from daemon.core.compat import StrEnum
-from daemon.core.desired import ModelSpec
+from daemon.core.desired import ModelSpec, changed_keys
 from daemon.core.naming import sizes_equal
 from daemon.core.observed import (
     ERROR,
@@ -109,6 +109,12 @@ def model_status(uid: str, spec: ModelSpec, observed: ObservedState) -> ModelSta
     record = observed.managed.get(uid)
     managed = record is not None
     running = observed.model(uid)
+    if running is None and record is not None and record.loading:
+        # Sent, and not listed yet (a slow server, an answer lost in a timeout): still a launch
+        # in progress, never a reason to send it again (core/lifecycle.py decides when it is gone).
+        return ModelStatus(
+            uid=uid, state=State.LAUNCHING, reasons=("sent; not listed yet",), managed=managed
+        )
     if running is None:
         return ModelStatus(uid=uid, state=State.MISSING, reasons=("not running",), managed=managed)
     if running.status == ERROR:
@@ -124,9 +130,10 @@ def model_status(uid: str, spec: ModelSpec, observed: ObservedState) -> ModelSta
         )
     reasons = differences(spec, running)
     if record is not None and record.spec_hash != spec.spec_hash():
-        reasons.append(
-            f"spec changed in the file (launched {record.spec_hash}, now {spec.spec_hash()})"
-        )
+        keys = changed_keys(record.spec, spec.launch_spec()) if record.spec else []
+        reasons += [f"changed in the file: {k}" for k in keys] or [
+            "changed in the file (launched before this tool recorded specs; keys unknown)"
+        ]
     if reasons:
         return ModelStatus(uid=uid, state=State.CHANGED, reasons=tuple(reasons), managed=managed)
     return ModelStatus(uid=uid, state=State.IN_SYNC, managed=managed)

@@ -41,3 +41,14 @@ def canonical_engine(name: str | None) -> str | None:
     if name is None:
         return None
     return ENGINE_SPELLING.get(name.lower(), name)
+
+
+# The weight format Xinference assumes when a launch names none: llama.cpp and MLX load only their
+# own formats, every other engine loads the PyTorch checkpoint.
+_DEFAULT_FORMAT: dict[str, str] = {Engine.LLAMA_CPP: "ggufv2", Engine.MLX: "mlx"}
+
+
+def default_model_format(engine: str | None) -> str:
+    """The model_format a spec without one is estimated with (``pytorch`` unless the engine loads
+    only its own format)."""
+    return _DEFAULT_FORMAT.get(canonical_engine(engine) or "", "pytorch")

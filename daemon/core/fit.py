@@ -1,5 +1,7 @@
 """The ``fit`` view: each GPU's memory split into what the plan puts there (weights, KV cache, overhead
-per model), what is used outside the plan, the reserve and what stays free. A display model, pure."""
+per model), what is used outside the plan, the reserve (``gpu_reserve_gib`` and the part above
+``gpu_max_fraction``) and what stays free; and the CPU models, which hold no GPU memory. A display
+model, pure."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ class Segment:
     kv: int
     overhead: int
     state: str  # running | planned
+    measured: int = 0  # of the overhead, what the engine measured beyond the estimate
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -27,14 +30,32 @@ class GpuBudget:
     ref: GpuRef
     name: str
     total: int
-    reserve: int  # total minus the plan limit (reserve + the part above max_fraction)
+    reserve: int  # total minus the plan limit: reserve_fixed + reserve_above_fraction
     external: int
     segments: tuple[Segment, ...]
+    reserve_fixed: int = 0  # policy.gpu_reserve_gib
+
+    @property
+    def reserve_above_fraction(self) -> int:
+        """The part of the total above ``policy.gpu_max_fraction``."""
+        return self.reserve - self.reserve_fixed
 
     @property
     def free(self) -> int:
         used = sum(s.weights + s.kv + s.overhead for s in self.segments)
         return self.total - self.reserve - self.external - used
+
+
+@dataclass(frozen=True, kw_only=True)
+class CpuModel:
+    """A model that holds no GPU memory: desired on the CPU, or running without a GPU and not in
+    the file. ``state``: planned (admitted this pass), or its drift state (in_sync, missing, ...)."""
+
+    uid: str
+    model_name: str
+    model_engine: str | None
+    worker: str | None
+    state: str
 
 
 def segment_of(claim: Claim, uid: str, state: str) -> Segment:
@@ -43,7 +64,12 @@ def segment_of(claim: Claim, uid: str, state: str) -> Segment:
         return Segment(uid=uid, weights=0, kv=0, overhead=claim.bytes, state=state)
     kv = max(0, claim.bytes - fp.weights_bytes - fp.overhead_bytes)
     return Segment(
-        uid=uid, weights=fp.weights_bytes, kv=kv, overhead=fp.overhead_bytes, state=state
+        uid=uid,
+        weights=fp.weights_bytes,
+        kv=kv,
+        overhead=fp.overhead_bytes,
+        state=state,
+        measured=fp.correction_bytes,
     )
 
 
@@ -55,6 +81,7 @@ def gpu_budgets(
     caps: list[GpuCapacity],
     placements: Mapping[str, Placement],
     leaving: frozenset[str],
+    reserve_bytes: int = 0,
 ) -> tuple[GpuBudget, ...]:
     names = {g.ref: g.name for g in observed.gpus}
     planned: dict[GpuRef, list[Segment]] = {}
@@ -68,7 +95,7 @@ def gpu_budgets(
             if uid in leaving:
                 continue
             demand = demands.get(uid)
-            estimate = claim_on(demand, cap.total) if demand else None
+            estimate = claim_on(demand, cap.total, rules=cap.rules) if demand else None
             fp = estimate.footprint if estimate else None
             if estimate is not None and (
                 fp is None or held_bytes >= fp.weights_bytes + fp.overhead_bytes
@@ -86,6 +113,7 @@ def gpu_budgets(
                 name=names.get(cap.ref, ""),
                 total=cap.total,
                 reserve=cap.total - cap.limit,
+                reserve_fixed=min(reserve_bytes, cap.total - cap.limit),
                 external=cap.external,
                 segments=tuple(segments),
             )

@@ -2,8 +2,9 @@
 
 Pure functions over :class:`~daemon.core.architecture.Architecture`. Every figure is per GPU (after
 the tensor-parallel split). The formulas and their calibration are explained in ``docs/estimator.md``;
-the constants marked *calibrated* were fitted to public vLLM start-up logs
-(``tests/data/vllm_startup_logs.json``) and are checked against them by the tests.
+what vLLM counts inside its budget, version by version, and the fitted constants live in
+``vllm_rules.py`` (checked against the public start-up logs of ``tests/data/vllm_logs.json`` by
+``benchmarks/calibrate_estimator.py`` and its test).
 """
 
 from __future__ import annotations
@@ -13,18 +14,22 @@ from dataclasses import dataclass
 
 from daemon.core.architecture import Architecture, embedding_params, estimate_params
 from daemon.core.engines import FRACTION_ENGINES
-from daemon.core.units import GiB, MiB
+from daemon.core.units import MiB
+from daemon.core.vllm_rules import (
+    COMMUNICATION_BYTES,
+    CUDA_GRAPH_EXCESS_BYTES,
+    UNKNOWN,
+    VllmRules,
+    Where,
+    cuda_graph_bytes,
+)
 
-BLOCK_SIZE = 16  # vLLM's paged-attention block, tokens
+BLOCK_SIZE = 16  # vLLM's paged-attention block, tokens (Xinference passes block_size=16)
 # Each CUDA process before it allocates anything: 610 MiB measured on an H200 (driver 580), 676 MiB
 # once cuBLAS is loaded by the first matmul (benchmarks/gpu/measure.py, docs/estimator.md).
 CUDA_CONTEXT_BYTES = 680 * MiB
-# calibrated: memory outside PyTorch's allocator that vLLM counts inside its budget (NCCL, cuBLAS).
+# measured: memory outside PyTorch's allocator of an eager (transformers, encoder) process.
 NON_TORCH_BYTES_SINGLE = 256 * MiB
-NON_TORCH_BYTES_TENSOR_PARALLEL = 2 * GiB  # communication buffers per GPU with TP > 1
-# calibrated: CUDA-graph capture memory (vLLM captures after sizing the KV cache, so it sits
-# outside gpu_memory_utilization x total and must be added when sharing a GPU).
-CUDA_GRAPH_BYTES = 512 * MiB
 
 
 class QuantizationError(ValueError):
@@ -126,12 +131,16 @@ class KvLayout:
     """KV-cache bytes per token on one GPU, split by attention kind.
 
     ``full_bytes_per_token`` covers layers that keep every token; ``sliding_bytes_per_token`` covers
-    sliding-window layers, which keep at most ``window`` (+ one prefill chunk) tokens per sequence.
+    sliding-window layers, which keep at most ``window`` (+ one prefill chunk) tokens per sequence
+    when the engine caps them (``window`` is None when it does not: every layer keeps every token).
+    ``full_layers`` and ``sliding_layers`` count the layers, for vLLM's grouped token report.
     """
 
     full_bytes_per_token: int
     sliding_bytes_per_token: int = 0
     window: int | None = None
+    full_layers: int = 0
+    sliding_layers: int = 0
 
     @property
     def bytes_per_token(self) -> int:
@@ -139,105 +148,132 @@ class KvLayout:
         return self.full_bytes_per_token + self.sliding_bytes_per_token
 
     def bytes_for_sequences(self, tokens: int, sequences: int, *, chunk: int = 0) -> int:
-        """Memory for ``sequences`` sequences of ``tokens`` tokens, rounded up to whole blocks."""
+        """Memory for ``sequences`` sequences of ``tokens`` tokens, rounded up to whole blocks
+        (vLLM's ``max_memory_usage_bytes``: a sliding layer keeps ``window - 1 + chunk`` tokens,
+        in blocks, plus one block)."""
         blocks_full = math.ceil(tokens / BLOCK_SIZE)
+        if self.window is None:
+            return blocks_full * BLOCK_SIZE * self.bytes_per_token * sequences
         need = blocks_full * BLOCK_SIZE * self.full_bytes_per_token
-        if self.sliding_bytes_per_token and self.window is not None:
+        if self.sliding_bytes_per_token:
             kept = min(tokens, self.window - 1 + chunk) if chunk else min(tokens, self.window)
             blocks_sliding = math.ceil(kept / BLOCK_SIZE) + 1
             need += blocks_sliding * BLOCK_SIZE * self.sliding_bytes_per_token
         return need * sequences
 
     def tokens_that_fit(self, kv_bytes: int) -> int:
-        """Tokens of cache that ``kv_bytes`` hold, counted in whole blocks (vLLM's report)."""
+        """Tokens of cache that ``kv_bytes`` hold, as vLLM reports them ("GPU KV cache size").
+
+        One block type: whole blocks of every layer. Full and capped sliding layers (vLLM's hybrid
+        manager, 0.11-0.23 report): layers are grouped by the smaller count, every group draws
+        blocks from one pool, and the report divides the pool by the number of groups
+        (docs/vllm-versions.md section 6)."""
         if kv_bytes <= 0 or self.bytes_per_token <= 0:
             return 0
-        blocks = kv_bytes // (BLOCK_SIZE * self.bytes_per_token)
-        return int(blocks * BLOCK_SIZE)
+        hybrid = self.window is not None and self.full_layers and self.sliding_layers
+        if not hybrid:
+            return int(kv_bytes // (BLOCK_SIZE * self.bytes_per_token)) * BLOCK_SIZE
+        group = min(self.full_layers, self.sliding_layers)
+        per_layer = self.full_bytes_per_token // self.full_layers
+        groups = math.ceil(self.full_layers / group) + math.ceil(self.sliding_layers / group)
+        blocks = kv_bytes // (BLOCK_SIZE * per_layer * group)
+        return int(blocks // groups) * BLOCK_SIZE
 
 
 def kv_layout(
-    arch: Architecture, *, kv_dtype_bytes: int | None = None, tensor_parallel_size: int = 1
+    arch: Architecture,
+    *,
+    kv_dtype_bytes: int | None = None,
+    tensor_parallel_size: int = 1,
+    sliding_window_capped: bool = True,
 ) -> KvLayout:
     """KV layout on one GPU.
 
     Standard and grouped-query attention: ``2 x layers x kv_heads x head_dim x bytes``, with the KV
     heads split across tensor-parallel ranks (replicated when there are fewer heads than ranks).
-    MLA: ``layers x (kv_lora_rank + qk_rope_head_dim) x bytes``, the same on every rank.
+    MLA: ``layers x (kv_lora_rank + qk_rope_head_dim) x bytes``, the same on every rank. Sliding
+    layers keep only their window when the engine caps them (``sliding_window_capped``).
     """
     dtype = kv_dtype_bytes or arch.dtype_bytes
     if arch.is_encoder:
         return KvLayout(full_bytes_per_token=0)  # encoders keep no cache between requests
     if arch.uses_mla:
         per_layer = ((arch.kv_lora_rank or 0) + (arch.qk_rope_head_dim or 0)) * dtype
-        return KvLayout(full_bytes_per_token=arch.num_layers * per_layer)
+        return KvLayout(
+            full_bytes_per_token=arch.num_layers * per_layer, full_layers=arch.num_layers
+        )
     heads_per_rank = max(1, arch.num_kv_heads // tensor_parallel_size)
     per_layer = 2 * heads_per_rank * arch.head_dim * dtype
     return KvLayout(
         full_bytes_per_token=arch.full_attention_layers * per_layer,
         sliding_bytes_per_token=arch.sliding_layers * per_layer,
-        window=arch.sliding_window if arch.sliding_layers else None,
+        window=arch.sliding_window if arch.sliding_layers and sliding_window_capped else None,
+        full_layers=arch.full_attention_layers,
+        sliding_layers=arch.sliding_layers,
     )
 
 
 @dataclass(frozen=True, kw_only=True)
 class EngineLimits:
-    """Scheduler limits that size vLLM's profiling run (and so its activation peak)."""
+    """Scheduler limits that size the engine's profiling run (and so its activation peak)."""
 
     max_num_batched_tokens: int
     max_num_seqs: int
     enforce_eager: bool = False
 
 
-# vLLM's V1 scheduler defaults (vllm/engine/arg_utils.py, docs/vllm-memory-notes.md section 2), by
-# usage context: (max_num_batched_tokens, max_num_seqs) on big GPUs (>= 70 GiB and not an A100) and
-# on the rest. Xinference starts the engine without a usage context (ENGINE_CONTEXT), which is not
-# in vLLM's table and falls back to SchedulerConfig's 2048 / 128; Xinference then sets max_num_seqs=256.
-VLLM_DEFAULTS = {
-    "llm": ((16384, 1024), (8192, 256)),  # vllm.LLM(...) in Python
-    "serve": ((8192, 1024), (2048, 256)),  # vllm serve (the OpenAI server)
-    "xinference": ((2048, 256), (2048, 256)),
-}
-
-
-def vllm_default_limits(
-    *,
-    gpu_total_bytes: int,
-    gpu_name: str = "",
-    context: str = "xinference",
-    enforce_eager: bool = False,
-) -> EngineLimits:
-    """The scheduler limits vLLM picks when none are given, for a GPU of this size and name.
-
-    Chunked prefill is on by default in V1, so the profiling batch is max_num_batched_tokens.
-    """
-    big = gpu_total_bytes >= 70 * GiB and "a100" not in gpu_name.lower()
-    tokens, seqs = VLLM_DEFAULTS[context][0 if big else 1]
-    return EngineLimits(
-        max_num_batched_tokens=tokens, max_num_seqs=min(seqs, tokens), enforce_eager=enforce_eager
-    )
-
-
-# calibrated (docs/estimator.md): the profiling forward pass peaks in the MLP, where each batched
-# token holds its hidden state and residual (2 x hidden, 16 bit), the fused gate/up output
-# (2 x intermediate) and the activated product (intermediate); the factor covers allocator slack.
-ACT_SLACK = 1.07
-# calibrated: the sampler's dummy run holds fp32 logits for max_num_seqs sequences (one copy).
-ACT_LOGIT_COPIES = 1.0
 # measured: allocator slack over the per-token figures of eager (transformers, encoder) forwards.
 ACT_SLACK_EAGER = 1.03
 
 
+def forward_bytes_per_token(
+    arch: Architecture, *, tensor_parallel_size: int = 1, moe_tokens_share: float = 1.0
+) -> float:
+    """Bytes one batched token holds at the peak of a vLLM forward pass (16-bit activations).
+
+    Hidden state and residual (2 x hidden); a dense MLP's fused gate/up output and activated product
+    (3 x intermediate / tp); a MoE layer's fused buffers instead (docs/vllm-versions.md 5.3: per
+    token and expert ``max(2 x moe_inter / tp, hidden) + max(moe_inter / tp, hidden)``, for the
+    ``moe_tokens_share`` of the batch one chunk holds), its fp32 router logits and shared experts.
+    """
+    tp = tensor_parallel_size
+    per_token = 2.0 * 2 * arch.hidden_size
+    if arch.num_experts and arch.experts_per_token:
+        inter = (arch.moe_intermediate_size or arch.intermediate_size) / tp
+        fused = arch.experts_per_token * (
+            max(2 * inter, arch.hidden_size) + max(inter, arch.hidden_size)
+        )
+        per_token += 2 * fused * moe_tokens_share + 4 * arch.num_experts
+        per_token += 2 * 3 * arch.shared_expert_intermediate_size / tp
+    else:
+        per_token += 2 * 3 * arch.intermediate_size / tp
+    return per_token
+
+
 def vllm_activation_bytes(
-    arch: Architecture, limits: EngineLimits, *, tensor_parallel_size: int = 1
+    arch: Architecture,
+    limits: EngineLimits,
+    *,
+    tensor_parallel_size: int = 1,
+    rules: VllmRules = UNKNOWN,
 ) -> int:
-    """Peak activation of vLLM's profiling run: ``max_num_batched_tokens`` tokens through one
-    decoder layer, then fp32 logits for ``max_num_seqs`` sequences."""
+    """Peak activation of vLLM's profiling run: the forward pass over ``max_num_batched_tokens``
+    tokens, or the dummy sampler over ``max_num_seqs`` rows of fp32 logits (its top-k/top-p sort
+    keeps several copies), whichever is larger, plus the hidden states the sampler reads."""
+    cal = rules.calibration
     tokens = limits.max_num_batched_tokens
-    inter = (arch.moe_intermediate_size or arch.intermediate_size) * max(arch.experts_per_token, 1)
-    per_token = 2 * 2 * arch.hidden_size + 3 * 2 * inter / tensor_parallel_size
-    logits = 4 * ACT_LOGIT_COPIES * min(limits.max_num_seqs, tokens) * arch.vocab_size
-    return math.ceil(ACT_SLACK * tokens * per_token + logits)
+    chunk = rules.moe_chunk_tokens
+    share = 1.0 if chunk is None or tokens <= chunk else chunk / tokens
+    forward = (
+        cal.forward_factor
+        * tokens
+        * forward_bytes_per_token(
+            arch, tensor_parallel_size=tensor_parallel_size, moe_tokens_share=share
+        )
+    )
+    sampler = cal.sampler_copies * 4 * min(limits.max_num_seqs, tokens) * arch.vocab_size
+    kept = 2 * tokens * arch.hidden_size
+    return math.ceil(max(forward, sampler + kept))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -245,8 +281,10 @@ class Footprint:
     """What one model instance needs on each GPU it uses.
 
     ``budgeted_overhead_bytes`` is what a fraction engine (vLLM) subtracts from its budget before the
-    KV cache; ``outside_budget_bytes`` is what it uses on top of ``utilization x total`` (CUDA
-    context, CUDA graphs). For other engines both add to the fixed need.
+    KV cache; ``outside_budget_bytes`` is what it holds on top of ``utilization x total``. Where the
+    CUDA context, the communication buffers and the CUDA graphs count depends on the vLLM version
+    (``vllm_rules.py``): ``EITHER`` counts them on both sides. For other engines everything adds to
+    the fixed need.
     """
 
     engine: str
@@ -256,6 +294,14 @@ class Footprint:
     non_torch_bytes: int
     cuda_graph_bytes: int
     cuda_context_bytes: int
+    communication_bytes: int = 0  # NCCL / custom all-reduce buffers held outside the budget
+    cuda_context: Where = Where.OUTSIDE
+    cuda_graphs: Where = Where.OUTSIDE
+    cuda_graph_excess_bytes: int = 0  # graphs beyond vLLM's own estimate (0.20+), held on top
+    rules_key: str = ""  # the vllm_rules row this was computed with ("" for other engines)
+    # Measured by the engine on this model, GPU model and engine version (core/corrections.py):
+    # what the terms above missed. Counted inside the engine's budget, before the KV cache.
+    correction_bytes: int = 0
 
     @property
     def kv_bytes_per_token(self) -> int:
@@ -263,11 +309,21 @@ class Footprint:
 
     @property
     def budgeted_overhead_bytes(self) -> int:
-        return self.activation_bytes + self.non_torch_bytes
+        inside = self.activation_bytes + self.non_torch_bytes + self.correction_bytes
+        if self.cuda_context.inside and self.uses_fraction:
+            inside += self.cuda_context_bytes
+        if self.cuda_graphs.inside and self.uses_fraction:
+            inside += self.cuda_graph_bytes
+        return inside
 
     @property
     def outside_budget_bytes(self) -> int:
-        return self.cuda_graph_bytes + self.cuda_context_bytes
+        outside = self.communication_bytes + self.cuda_graph_excess_bytes
+        if self.cuda_context.outside or not self.uses_fraction:
+            outside += self.cuda_context_bytes
+        if self.cuda_graphs.outside or not self.uses_fraction:
+            outside += self.cuda_graph_bytes
+        return outside
 
     @property
     def overhead_bytes(self) -> int:
@@ -286,20 +342,40 @@ def estimate_footprint(
     tensor_parallel_size: int = 1,
     kv_dtype_bytes: int | None = None,
     limits: EngineLimits,
+    rules: VllmRules = UNKNOWN,
 ) -> Footprint:
-    """Per-GPU footprint of one instance of ``arch`` served by ``engine``."""
-    kv = kv_layout(arch, kv_dtype_bytes=kv_dtype_bytes, tensor_parallel_size=tensor_parallel_size)
+    """Per-GPU footprint of one instance of ``arch`` served by ``engine``; ``rules`` say how the
+    fraction engine's version accounts for memory (unknown: the most conservative)."""
     tp = tensor_parallel_size
     if engine in FRACTION_ENGINES:
+        kv = kv_layout(
+            arch,
+            kv_dtype_bytes=kv_dtype_bytes,
+            tensor_parallel_size=tp,
+            sliding_window_capped=rules.sliding_window_capped,
+        )
+        cal = rules.calibration
+        graphs = cuda_graph_bytes(arch.num_layers, enforce_eager=limits.enforce_eager)
+        excess = CUDA_GRAPH_EXCESS_BYTES if graphs and rules.cuda_graphs is Where.INSIDE else 0
         return Footprint(
             engine=engine,
             weights_bytes=weights,
             kv=kv,
-            activation_bytes=vllm_activation_bytes(arch, limits, tensor_parallel_size=tp),
-            non_torch_bytes=NON_TORCH_BYTES_TENSOR_PARALLEL if tp > 1 else NON_TORCH_BYTES_SINGLE,
-            cuda_graph_bytes=0 if limits.enforce_eager else CUDA_GRAPH_BYTES,
+            activation_bytes=vllm_activation_bytes(
+                arch, limits, tensor_parallel_size=tp, rules=rules
+            ),
+            non_torch_bytes=cal.non_torch_parallel_bytes if tp > 1 else cal.non_torch_single_bytes,
+            cuda_graph_bytes=graphs,
             cuda_context_bytes=CUDA_CONTEXT_BYTES,
+            communication_bytes=COMMUNICATION_BYTES
+            if tp > 1 and rules.communication.outside
+            else 0,
+            cuda_context=rules.cuda_context,
+            cuda_graphs=rules.cuda_graphs,
+            cuda_graph_excess_bytes=excess,
+            rules_key=rules.key,
         )
+    kv = kv_layout(arch, kv_dtype_bytes=kv_dtype_bytes, tensor_parallel_size=tp)
     # Engines that allocate as they go: the activation of one batch at the intended length.
     # Measured on an H100 and an H200 (docs/estimator.md): a transformers decoder forward holds 8 bytes per
     # hidden unit and 6 per intermediate unit per token (bf16); an fp32 encoder 16 and 7. PyTorch's

@@ -58,6 +58,9 @@ class Worker:
 
     address: str
     gpus: tuple[GpuSnapshot, ...] = ()
+    # The vLLM release a running vLLM model on this worker reports (Xinference's engine_version),
+    # None when no model reported one.
+    vllm_version: str | None = None
 
     @property
     def host(self) -> str:
@@ -94,17 +97,34 @@ class RunningModel:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Registration:
+    """A custom model the server has registered (looked up by name for the file's custom models),
+    with the digest of the spec this tool registered under that name (its state file), or None
+    when this tool did not register it."""
+
+    model_type: str
+    model_name: str
+    digest: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class ObservedState:
     """The whole observed cluster plus this tool's own records.
 
-    ``backing_off`` names models whose failed launch may not be retried yet (the shell owns the clock
-    and decides; the planner only obeys).
+    ``backing_off`` names models whose failed launch may not be retried yet, ``timed_out`` loads past
+    their deadline (the shell owns the clock and decides; the planner only obeys).
     """
 
     workers: tuple[Worker, ...] = ()
     models: tuple[RunningModel, ...] = ()
     managed: Mapping[str, LaunchRecord] = field(default_factory=lambda: MappingProxyType({}))
     backing_off: frozenset[str] = frozenset()
+    timed_out: frozenset[str] = frozenset()  # loads past their deadline (core/lifecycle.py)
+    # Memory failures the engine measured, within their backoff: uid -> digest of the failed
+    # launch arguments; the plan retries them now only with other arguments (core/retry.py).
+    retry_if_changed: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    # The file's custom models the server has registered; None: not looked at (an older snapshot).
+    registrations: tuple[Registration, ...] | None = None
 
     @property
     def gpus(self) -> tuple[GpuSnapshot, ...]:
@@ -114,4 +134,10 @@ class ObservedState:
         for m in self.models:
             if m.uid == uid:
                 return m
+        return None
+
+    def registration(self, model_type: str, model_name: str) -> Registration | None:
+        for r in self.registrations or ():
+            if (r.model_type, r.model_name) == (model_type, model_name):
+                return r
         return None

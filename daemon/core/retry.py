@@ -21,6 +21,9 @@ class FailureRecord:
     attempts: int
     last_error: str
     next_retry_at: float
+    # A memory failure the engine measured (core/corrections.py): the corrected plan may try again
+    # at once, but only with other arguments than these (a digest of the failed launch's).
+    args_digest: str | None = None
 
 
 def delay_after(
@@ -67,5 +70,26 @@ def backing_off(
     return frozenset(
         uid
         for uid, f in failures.items()
-        if spec_hashes.get(uid) == f.spec_hash and now < f.next_retry_at <= now + cap
+        if f.args_digest is None
+        and spec_hashes.get(uid) == f.spec_hash
+        and now < f.next_retry_at <= now + cap
     )
+
+
+def retry_if_changed(
+    failures: Mapping[str, FailureRecord],
+    spec_hashes: Mapping[str, str],
+    now: float,
+    *,
+    cap: float = MAX_DELAY_SECONDS,
+) -> dict[str, str]:
+    """Uids whose memory failure was corrected, within their backoff: uid -> the digest of the
+    arguments that failed. They are retried at once if the corrected plan changes the arguments,
+    after the backoff otherwise (never the same failing arguments again at once)."""
+    return {
+        uid: f.args_digest
+        for uid, f in failures.items()
+        if f.args_digest is not None
+        and spec_hashes.get(uid) == f.spec_hash
+        and now < f.next_retry_at <= now + cap
+    }

@@ -38,7 +38,8 @@ class FakeCluster:
     """An in-memory Xinference that behaves like the real 4.1.0 server where the reconciler can tell
     (the contract suite in tests/contract runs against both):
 
-    - a launch answers at once; the instance is CREATING for ``polls_to_ready`` polls, then READY;
+    - a launch answers at once; the instance is CREATING for ``polls_to_ready`` observations (or
+      instance_state polls), then READY; ``hang`` keeps the listed uids CREATING for ever;
     - an unknown model name, or a uid scripted in ``fail``, ends in ERROR with a message;
     - an ERROR instance cannot be terminated ("not found") but its uid can be launched again;
     - a live uid cannot be launched twice; ``worker_ip`` must name a worker (cluster mode);
@@ -62,6 +63,8 @@ class FakeCluster:
         self.polls_to_ready = polls_to_ready
         self.local_mode = local_mode
         self.fail: dict[str, str] = {}
+        self.hang: set[str] = set()
+        self.logs: dict[str, str] = {}
         self.down = False
         self.calls = 0
         self.log: list[tuple[str, str]] = []
@@ -82,8 +85,17 @@ class FakeCluster:
                     used[ref] = used.get(ref, 0) + held
         return used
 
+    def _progress(self, inst: FakeInstance) -> None:
+        """One look at a loading instance brings it one step nearer READY."""
+        if inst.status == "CREATING" and inst.uid not in self.hang:
+            inst.polls_left -= 1
+            if inst.polls_left <= 0:
+                inst.status = "READY"
+
     def observe(self) -> tuple[tuple[Worker, ...], tuple[RunningModel, ...]]:
         self._call("observe")
+        for inst in self.instances.values():
+            self._progress(inst)
         used = self._used()
         workers = tuple(
             Worker(
@@ -115,9 +127,16 @@ class FakeCluster:
         return workers, tuple(models)
 
     def launch(self, launch: Launch) -> None:
-        from daemon.adapters.xinference import launch_body
-        from daemon.errors import RequestRejected
+        from daemon.core.launch import launch_body, problems_text, request_problems
+        from daemon.errors import PermanentClusterError, RequestRejected
 
+        unsendable = request_problems(launch, engine_args={})
+        if unsendable:  # as the real adapter: never sent
+            raise PermanentClusterError(
+                f"the launch request cannot be sent: {problems_text(unsendable)}",
+                method="POST",
+                path="/v1/models",
+            )
         self._call("launch", launch.uid)
         current = self.instances.get(launch.uid)
         if current is not None and current.status != "ERROR":
@@ -157,23 +176,30 @@ class FakeCluster:
         inst = self.instances.get(uid)
         if inst is None:
             return None
-        if inst.status == "CREATING":
-            inst.polls_left -= 1
-            if inst.polls_left <= 0:
-                inst.status = "READY"
+        self._progress(inst)
         return FakeInstanceState(status=inst.status, error_message=inst.error_message)
 
-    def terminate(self, uid: str) -> bool:
+    def terminate(self, uid: str, *, loading: bool = False) -> bool:
+        """Like the real server: a loading model is not found by DELETE (its load goes on) and
+        is stopped by cancelling its launch."""
         self._call("terminate", uid)
         inst = self.instances.get(uid)
         if inst is None or inst.status == "ERROR":
             return False
+        if inst.status == "CREATING" and not loading:
+            return False
         del self.instances[uid]
         return True
 
+    def engine_log(self, worker: str) -> str | None:
+        """What a test wrote into ``logs[worker]`` (the worker's runtime log tail)."""
+        self._call("engine_log", worker)
+        return self.logs.get(worker)
+
     def registration(self, model_type: str, name: str) -> dict[str, Any] | None:
         self._call("registration", name)
-        return self.registrations.get((model_type, name))
+        stored = self.registrations.get((model_type, name))
+        return None if stored is None else {**stored, "is_builtin": False}  # as the server says
 
     def register(self, model_type: str, spec: Mapping[str, Any], *, persist: bool = True) -> None:
         from daemon.errors import RequestRejected

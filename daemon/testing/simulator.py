@@ -4,12 +4,15 @@ Property tests use it to check that planning again after applying yields nothing
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 from types import MappingProxyType
 
+from daemon.core.demand import Demand
+from daemon.core.desired import Config
 from daemon.core.observed import GpuRef, ObservedState, RunningModel, Worker
 from daemon.core.ownership import LaunchRecord
-from daemon.core.planning import Launch, Plan, Terminate
+from daemon.core.planning import Launch, Plan, Terminate, plan
 
 
 def _held(observed: ObservedState, uid: str) -> dict[GpuRef, int]:
@@ -76,3 +79,20 @@ def apply_plan(observed: ObservedState, plan: Plan, *, config_revision: str = ""
         managed=MappingProxyType(managed),
         backing_off=observed.backing_off,
     )
+
+
+def run_to_completion(
+    config: Config,
+    demands: Mapping[str, Demand],
+    observed: ObservedState,
+    *,
+    rounds: int,
+) -> tuple[list[Plan], ObservedState]:
+    """Plan, apply, plan again... as the daemon's passes would with a server that loads instantly:
+    until a plan has nothing to do now or later (no actions, nothing waiting or deferred), at most
+    ``rounds`` plans. Returns every plan made and the final observed state."""
+    plans = [plan(config, demands, observed)]
+    while plans[-1].has_changes and len(plans) < rounds:
+        observed = apply_plan(observed, plans[-1])
+        plans.append(plan(config, demands, observed))
+    return plans, observed

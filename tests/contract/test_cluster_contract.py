@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
@@ -15,7 +15,7 @@ import pytest
 from daemon.adapters.secrets import Credentials
 from daemon.adapters.xinference import XinferenceAdapter
 from daemon.core.planning import Launch
-from daemon.errors import RequestRejected
+from daemon.errors import PermanentClusterError, RequestRejected
 from daemon.testing.fake_cluster import FakeCluster
 from tests.harness import server as xh
 
@@ -118,7 +118,21 @@ def test_registration_round_trip(target: Target) -> None:
     got = target.port.registration("embedding", name)
     assert got is not None
     assert got["model_specs"][0]["model_uri"] == target.embedding_path
+    assert got["is_builtin"] is False  # how import tells a custom model from a built-in one
     with pytest.raises(RequestRejected, match="already registered"):
         target.port.register("embedding", spec, persist=False)
     target.port.unregister("embedding", name)
     assert target.port.registration("embedding", name) is None
+
+
+def test_a_launch_request_that_is_not_json_is_refused_and_nothing_is_started(
+    target: Target,
+) -> None:
+    uid = f"c-nojson-{uuid.uuid4().hex[:6]}"
+    bad = replace(
+        embedding_launch(uid, target.embedding),
+        launch_args={"model_engine": "sentence_transformers", "ratio": float("nan")},
+    )
+    with pytest.raises(PermanentClusterError, match="ratio"):
+        target.port.launch(bad)
+    assert target.port.instance_state(uid) is None

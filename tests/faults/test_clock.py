@@ -9,7 +9,10 @@ test). What "sanely" means, and what these tests assert:
    nor a reminder longer than ``drift_reminder_seconds`` plus one resync, and no reported duration
    (``since_seconds``, ``lasted_seconds``, ``retry_in_seconds``) is negative;
 4. the daemon's clock is the one its passes use: backoff deadlines in the state file are read
-   from the same clock as the notices.
+   from the daemon's wall clock (they are persisted), every duration and deadline of the loop and
+   of the notices from its monotonic clock (so a jump of the wall clock moves none of them).
+
+``Clock.advance`` lets time pass (both clocks move); ``Clock.jump`` steps the wall clock only.
 """
 
 from __future__ import annotations
@@ -47,10 +50,21 @@ estimate_gib = 4.0
 
 class Clock:
     def __init__(self, start: float = 1_000_000.0) -> None:
-        self.now = start
+        self.now = start  # wall
+        self.mono = 500.0
 
     def __call__(self) -> float:
         return self.now
+
+    def monotonic(self) -> float:
+        return self.mono
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+        self.mono += seconds
+
+    def jump(self, seconds: float) -> None:
+        self.now += seconds
 
 
 class Rig:
@@ -71,8 +85,9 @@ class Rig:
             cluster_factory=lambda _config, _endpoint: self.fake,
             notifier=Notifier(environ={}),
             clock=clock,
+            monotonic=clock.monotonic,
         )
-        self.daemon.good = self.daemon._load()
+        self.daemon.load()
 
     def run(self) -> None:
         report = self.daemon.run_pass({"resync"})
@@ -100,7 +115,8 @@ def test_the_daemons_clock_is_the_one_its_passes_use(tmp_path: Path) -> None:
     clock = Clock()
     rig = Rig(tmp_path, clock)
     rig.fake.fail["a"] = "boom"
-    rig.run()
+    rig.run()  # sends the launch
+    rig.run()  # sees it in ERROR
     assert rig.events("model.launch.failed")
     assert rig.failure()["next_retry_at"] == pytest.approx(clock.now + 15, abs=1), (
         "the backoff deadline was computed from another clock than the daemon's"
@@ -112,22 +128,25 @@ def test_a_forward_jump_of_hours(tmp_path: Path) -> None:
     rig = Rig(tmp_path, clock)
     rig.fake.fail["a"] = "boom"
     rig.run()
+    rig.run()
     assert rig.launches() == 1
-    clock.now += 5
+    clock.advance(5)
     rig.run()
     assert rig.launches() == 1  # backing off
-    clock.now += 3 * HOUR
+    clock.jump(3 * HOUR)
+    rig.run()
     rig.run()
     assert rig.launches() == 2  # retried once, not once per missed backoff
     assert rig.failure()["attempts"] == 2
     for _ in range(2):
-        clock.now += 10
+        clock.advance(10)
         rig.run()
     assert rig.launches() == 2  # the new backoff (30 s) is honoured
     reminders = rig.events("drift.reminder")
     assert len(reminders) <= 1
     del rig.fake.fail["a"]
-    clock.now += MAX_DELAY_SECONDS + STEP
+    clock.advance(MAX_DELAY_SECONDS + STEP)
+    rig.run()
     rig.run()
     assert rig.events("model.launch.succeeded")
     rig.run()
@@ -140,10 +159,11 @@ def test_a_backward_jump_does_not_stall_the_backoff(tmp_path: Path) -> None:
     rig = Rig(tmp_path, clock)
     rig.fake.fail["a"] = "boom"
     rig.run()
+    rig.run()
     assert rig.launches() == 1
-    clock.now -= 6 * HOUR
+    clock.jump(-6 * HOUR)
     for _ in range(int((MAX_DELAY_SECONDS + STEP) // STEP)):
-        clock.now += STEP
+        clock.advance(STEP)
         rig.run()
     assert_no_negative_durations(rig)
     away = rig.failure()["next_retry_at"] - clock.now
@@ -160,13 +180,13 @@ def test_a_backward_jump_does_not_stall_reminders_or_report_negative_durations(
     rig = Rig(tmp_path, clock, mode="observe")
     rig.run()
     assert [e["kind"] for e in rig.events("drift.detected")] == ["missing"]
-    clock.now -= 6 * HOUR
+    clock.jump(-6 * HOUR)
     for _ in range(int((REMINDER + STEP) // STEP)):
-        clock.now += STEP
+        clock.advance(STEP)
         rig.run()
     reminders = rig.events("drift.reminder")
     rig.fake.start_by_hand("a", engine="Transformers")
-    clock.now += STEP
+    clock.advance(STEP)
     rig.run()
     assert rig.events("drift.resolved")
     assert_no_negative_durations(rig)

@@ -141,10 +141,9 @@ def test_5xx_bursts(
     assert proxy.pending() == 0
     assert len(named(daemon, "cluster.unreachable")) == 1
 
-    # a 500 on the launch itself: a failed launch with backoff; 503s while polling a later launch
-    # are hiccups, not failures; the first model is never touched
+    # a 500 on the launch itself: a failed launch with backoff (the server answered: nothing was
+    # started); the first model is never touched
     proxy.set(status(500, "boom"), match=r"^POST /v1/models\?", count=1)
-    proxy.set(status(503), match=rf"^GET /v1/models/instances\?model_uid={second} ", count=2)
     write_atomically(
         config, config_text(proxy.url, {first: embedding(name), second: embedding(name)}, timeout=5)
     )
@@ -159,7 +158,7 @@ def test_5xx_bursts(
     daemon.wait_for(event("model.launch.succeeded", uid=second), timeout=120)
     wait_converged(daemon, timeout=30)
     launch_converge = round(time.monotonic() - cleared, 1)
-    assert len(named(daemon, "model.launch.failed")) == 1  # the polling 503s were not failures
+    assert len(named(daemon, "model.launch.failed")) == 1
     assert proxy.pending() == 0
     assert ready(base)[first] == created
     assert terminations(daemon) == []
@@ -192,10 +191,12 @@ def test_a_launch_whose_answer_is_lost_to_a_timeout_is_still_ours(
     state = tmp_path / "state"
     config.write_text(config_text(proxy.url, {uid: embedding(name)}, timeout=2))
     daemon = daemons(config, state)
-    failed = daemon.wait_for(event("model.launch.failed", uid=uid), timeout=30)
-    assert "no answer within 2 s" in failed["error"]
+    # A lost answer is not a failure: the launch is recorded as ours and loading before it is
+    # sent, and later passes see it listed (after the proxy's delay) and READY.
+    daemon.wait_for(event("model.launch.started", uid=uid), timeout=30)
     cleared = time.monotonic()
     wait_converged(daemon, timeout=120)
+    assert not named(daemon, "model.launch.failed")
     converge = round(time.monotonic() - cleared, 1)
     assert uid in ready(base)
     posts = len(proxy.requests(r"^POST /v1/models\?"))

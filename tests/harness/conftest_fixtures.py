@@ -22,6 +22,7 @@ Set ``XR_HARNESS_KEEP_HOME=1`` to keep the temporary homes and logs after the se
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +35,7 @@ ADMIN_PASSWORD = "xr-admin-password-1"
 
 __all__ = [
     "ServerInfo",
+    "_no_cluster_lease_left_behind",
     "pytest_configure",
     "tiny_models",
     "xinference_cluster",
@@ -122,3 +124,19 @@ def xinference_cluster(tiny_models: dict) -> Any:
         yield ServerInfo(cl.base_url, cl, names)
     finally:
         _stop_and_check(cl)
+
+
+LEASE_PATH = "/v1/model_registrations/flexible/xinference-reconciler-lease"
+
+
+@pytest.fixture(autouse=True)
+def _no_cluster_lease_left_behind(request: Any) -> Any:
+    """A daemon killed by a test (or stopped while its server was unreachable) leaves the cluster
+    lease registered on a shared server; the next test's daemon would then, by design, observe
+    only until the lease expires. Remove it after every test that used a shared server."""
+    yield
+    for name in ("xinference_server", "xinference_server_auth", "xinference_cluster"):
+        if name in request.fixturenames:
+            info = request.getfixturevalue(name)
+            with contextlib.suppress(OSError):  # a test may have left its server stopped
+                xh.http("DELETE", info.base_url + LEASE_PATH, token=info.token)

@@ -83,6 +83,17 @@ class DaemonProcess:
         )
 
 
+def seen_or_wait(
+    daemon: DaemonProcess, match: Callable[[dict[str, Any]], bool], timeout: float = 120.0
+) -> dict[str, Any]:
+    """An event that may already have gone by while the test waited for another (passes do not
+    wait for loads, so events of different models interleave in any order)."""
+    for seen in daemon.seen:
+        if match(seen):
+            return seen
+    return daemon.wait_for(match, timeout)
+
+
 def event(name: str, **fields: Any) -> Callable[[dict[str, Any]], bool]:
     return lambda e: e.get("event") == name and all(e.get(k) == v for k, v in fields.items())
 

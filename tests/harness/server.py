@@ -138,8 +138,69 @@ def server_env(
     else:
         env.pop("XINFERENCE_AUTH_ADVANCED", None)
     if extra:
-        env.update(extra)
+        env.update(extra)  # an explicit PYTHONPATH here is kept (FakeVllm.env uses that)
     return env
+
+
+# --------------------------------------------------------------------------------------------
+# opt-in: the FAKE vllm package (tests/harness/fake_vllm/README.md)
+# --------------------------------------------------------------------------------------------
+
+FAKE_VLLM_PATH = HARNESS_DIR / "fake_vllm"  # holds the package directory ``vllm``
+
+
+class FakeVllm:
+    """The test-only fake ``vllm`` package for one server, with its files under ``root``.
+
+    ``XinferenceServer(extra_env=fake.env())`` puts the package on the server's import path
+    (``PYTHONPATH``, which :func:`server_env` otherwise strips), so ``model_engine="vLLM"`` works
+    on a CPU-only box. Every engine construction is recorded (:meth:`record`); :meth:`script`
+    makes a later construction fail. ``version`` is ``vllm.__version__`` and the version of the
+    ``vllm`` distribution metadata written under ``root/site``; ``reply`` is the text every
+    generation answers. Details in ``fake_vllm/vllm/_fake.py``.
+    """
+
+    def __init__(self, root: Path, *, version: str | None = None, reply: str | None = None):
+        self.root = Path(root)
+        self.record_dir = self.root / "record"
+        self.script_dir = self.root / "script"
+        self.site_dir = self.root / "site"
+        self.version = version or "0.11.0"  # the default of fake_vllm/vllm/_fake.py
+        self.reply = reply
+        for d in (self.record_dir, self.script_dir, self.site_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        dist_info = self.site_dir / f"vllm-{self.version}.dist-info"
+        dist_info.mkdir(exist_ok=True)
+        (dist_info / "METADATA").write_text(
+            f"Metadata-Version: 2.1\nName: vllm\nVersion: {self.version}\n"
+        )
+
+    def env(self) -> dict:
+        env = {
+            "PYTHONPATH": os.pathsep.join([str(FAKE_VLLM_PATH), str(self.site_dir)]),
+            "XR_FAKE_VLLM_RECORD": str(self.record_dir),
+            "XR_FAKE_VLLM_SCRIPT": str(self.script_dir),
+            "XR_FAKE_VLLM_VERSION": self.version,
+        }
+        if self.reply is not None:
+            env["XR_FAKE_VLLM_REPLY"] = self.reply
+        return env
+
+    def script(self, key: str, **script: Any) -> None:
+        """Script the constructions selected by ``key``: a model uid, ``max_model_len=<N>`` or
+        ``default``; e.g. ``script(uid, outcome="raise", exception="ValueError", message=...)``."""
+        (self.script_dir / f"{key}.json").write_text(json.dumps(script))
+
+    def record(self, model_uid: str) -> dict:
+        """The latest engine construction of ``model_uid`` (raises if there was none)."""
+        return json.loads((self.record_dir / f"{model_uid}.json").read_text())
+
+    def records(self, model_uid: str) -> list[dict]:
+        """Every engine construction of ``model_uid``, oldest first."""
+        path = self.record_dir / f"{model_uid}.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 # --------------------------------------------------------------------------------------------

@@ -118,3 +118,47 @@ def test_catalogue_finds_by_xinference_name_size_and_hf_repo() -> None:
     assert catalogue.find("qwen2.5-instruct", "1_5") is not None
     assert catalogue.find("qwen2.5-instruct") is None  # ambiguous without a size
     assert catalogue.find("bge-m3") is not None
+
+
+def test_a_text_config_takes_its_class_defaults_for_the_keys_it_leaves_out() -> None:
+    """Gemma 3's config.json: text_config has no vocab_size, the 4B one no head counts either."""
+    arch = architecture_from_hf_config(
+        {
+            "model_type": "gemma3",
+            "text_config": {
+                "model_type": "gemma3_text",
+                "hidden_size": 2560,
+                "intermediate_size": 10240,
+                "num_hidden_layers": 34,
+                "sliding_window": 1024,
+            },
+            "vision_config": {"model_type": "siglip_vision_model"},
+        }
+    )
+    assert (arch.vocab_size, arch.num_attention_heads, arch.num_kv_heads, arch.head_dim) == (
+        262208,
+        8,
+        4,
+        256,
+    )
+    assert arch.is_multimodal
+    assert arch.tie_word_embeddings
+
+
+def test_an_explicit_null_is_not_replaced_by_a_class_default() -> None:
+    """Mistral v0.2+ disables the window with sliding_window: null (the class default is 4096)."""
+    cfg = {"model_type": "llava_next", "text_config": {**LLAMA_8B, "model_type": "mistral"}}
+    cfg["text_config"]["sliding_window"] = None
+    assert architecture_from_hf_config(cfg).sliding_layers == 0
+
+
+def test_shared_experts_are_read() -> None:
+    qwen = {**LLAMA_8B, "num_experts": 8, "shared_expert_intermediate_size": 512}
+    deepseek = {
+        **LLAMA_8B,
+        "n_routed_experts": 8,
+        "n_shared_experts": 2,
+        "moe_intermediate_size": 96,
+    }
+    assert architecture_from_hf_config(qwen).shared_expert_intermediate_size == 512
+    assert architecture_from_hf_config(deepseek).shared_expert_intermediate_size == 192

@@ -61,7 +61,13 @@ def test_plan_json_and_detailed_exit_code() -> None:
     code, out, _ = run("plan", EXAMPLE, "--observed", SNAPSHOT, "--json", "--detailed-exitcode")
     assert code == 2
     doc = json.loads(out)
-    assert {a["uid"] for a in doc["actions"]} == {"chat", "embed", "rerank", "embed-cpu"}
+    assert {a["uid"] for a in doc["actions"]} == {"chat", "embed-cpu"}
+    # one load per GPU: the encoders wait for the LLM on their GPU
+    assert {a["uid"]: a["waiting_for"] for a in doc["waiting"]} == {
+        "embed": "waiting: chat is launched first on 127.0.0.1:30001/gpu0 (one load per GPU at a time)",
+        "rerank": "waiting: chat is launched first on 127.0.0.1:30001/gpu0 (one load per GPU at a time)",
+    }
+    assert not doc["converged"]
     chat = next(a for a in doc["actions"] if a["uid"] == "chat")
     assert 0 < chat["launch_args"]["gpu_memory_utilization"] < 0.9
     assert chat["launch_args"]["max_model_len"] == 32768

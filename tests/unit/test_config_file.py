@@ -3,6 +3,7 @@ traceback; secrets are never echoed."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -209,3 +210,95 @@ def test_enforce_with_an_api_key_is_refused_with_the_reason(tmp_path: Path) -> N
     assert any("policy.mode" in p and "API keys only read" in p for p in found)
     observe = text.replace('mode = "enforce"', 'mode = "observe"')
     assert load_config(write(tmp_path, observe)).config.cluster.auth.mode == "api_key"
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "message"),
+    [
+        (
+            '[cluster]\nvllm_version = "latest"\n',
+            "cluster.vllm_version",
+            "expected a vLLM release such as '0.11.0'",
+        ),
+        (
+            "[cluster]\nvllm_version = 0.11\n",
+            "cluster.vllm_version",
+            'write the version as a quoted string, e.g. vllm_version = "0.11.0"',
+        ),
+        (
+            '[cluster.workers."10.0.0.5"]\nvllm_version = "0.11.x"\n',
+            "cluster.workers.10.0.0.5.vllm_version",
+            "expected a vLLM release",
+        ),
+        (
+            '[cluster.workers."10.0.0.5"]\nvlm_version = "0.11.0"\n',
+            "cluster.workers.10.0.0.5.vlm_version",
+            "unknown key; expected one of: vllm_version",
+        ),
+        (
+            '[cluster.workers."a b"]\nvllm_version = "0.11.0"\n',
+            "cluster.workers.a b",
+            "expected a worker address",
+        ),
+    ],
+)
+def test_vllm_versions_are_checked_with_their_key_path(
+    tmp_path: Path, text: str, where: str, message: str
+) -> None:
+    (problem,) = problems(write(tmp_path, text))
+    assert f"{where}: " in problem
+    assert message in problem
+    assert "Traceback" not in problem
+
+
+def test_declared_vllm_versions_are_accepted(tmp_path: Path) -> None:
+    text = (
+        '[cluster]\nvllm_version = "0.10.2rc1"\n'
+        '[cluster.workers."10.0.0.5:30001"]\nvllm_version = "0.11.0"\n'
+    )
+    loaded = load_config(write(tmp_path, text))
+    assert loaded.config.cluster.workers["10.0.0.5:30001"].vllm_version == "0.11.0"
+
+
+def test_a_multimodal_config_whose_text_config_leaves_out_class_defaults_resolves(
+    tmp_path: Path,
+) -> None:
+    """Gemma 3's real config.json: its text_config has no vocab_size (the class default 262208)
+    and, for the 4B model, no head counts. It used to be refused: "missing 'vocab_size'"."""
+    (tmp_path / "config.json").write_text(
+        json.dumps(
+            {
+                "architectures": ["Gemma3ForConditionalGeneration"],
+                "model_type": "gemma3",
+                "mm_tokens_per_image": 256,
+                "text_config": {
+                    "hidden_size": 2560,
+                    "intermediate_size": 10240,
+                    "model_type": "gemma3_text",
+                    "num_hidden_layers": 34,
+                    "rope_scaling": {"factor": 8.0, "rope_type": "linear"},
+                    "sliding_window": 1024,
+                },
+                "torch_dtype": "bfloat16",
+                "vision_config": {"hidden_size": 1152, "model_type": "siglip_vision_model"},
+            }
+        )
+    )
+    text = """
+[models.g]
+model_name = "gemma-3-it"
+model_engine = "vLLM"
+[models.g.architecture]
+hf_config = "config.json"
+"""
+    (demand,) = load_config(write(tmp_path, text)).demands.values()
+    arch = demand.architecture
+    assert arch is not None
+    assert (arch.vocab_size, arch.num_attention_heads, arch.num_kv_heads, arch.head_dim) == (
+        262208,
+        8,
+        4,
+        256,
+    )
+    assert (arch.sliding_layers, arch.full_attention_layers) == (29, 5)
+    assert arch.is_multimodal

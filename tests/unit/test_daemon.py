@@ -54,6 +54,7 @@ def make(
     *,
     cluster: FakeCluster | None = None,
     clock: Any = time.time,
+    monotonic: Any = time.monotonic,
     notifier: Notifier | None = None,
     **settings: Any,
 ) -> tuple[Daemon, FakeCluster, Path]:
@@ -76,12 +77,13 @@ def make(
         cluster_factory=factory,
         notifier=notifier or Notifier(environ={}),
         clock=clock,
+        monotonic=monotonic,
     )
     return daemon, fake, config
 
 
 def first_pass(daemon: Daemon) -> None:
-    daemon.good = daemon._load()
+    daemon.load()
     daemon.run_pass({"start"})
 
 
@@ -164,6 +166,7 @@ def test_drift_is_reported_once_reminded_and_resolved(tmp_path: Path, events: Ev
         tmp_path,
         GOOD.replace('mode = "enforce"', 'mode = "observe"'),
         clock=lambda: now[0],
+        monotonic=lambda: now[0],
         drift_reminder_seconds=600.0,
     )
     first_pass(daemon)
@@ -234,8 +237,10 @@ def test_the_notify_protocol_over_a_real_datagram_socket(
     runner.start()
     try:
         ready = received(sock, "READY=1")
-        assert any("READY=1" in m for m in ready)
-        assert any("STATUS=1/1 models in sync" in m for m in ready)
+        # READY=1 as soon as the first pass has sent its launch: the model is still loading
+        assert any("READY=1" in m and "STATUS=0/1 models in sync, 1 loading" in m for m in ready)
+        # the pass the load requeued sees it READY
+        assert any("STATUS=1/1 models in sync" in m for m in received(sock, "1/1 models"))
         assert any("WATCHDOG=1" in m for m in received(sock, "WATCHDOG=1"))
         daemon.request_pass("sighup")
         daemon._hup = True

@@ -31,7 +31,7 @@ def test_the_unit_has_the_promised_settings() -> None:
     text = UNIT.read_text()
     for line in (
         "Type=notify",
-        "ExecReload=/bin/kill -HUP $MAINPID",
+        f"ExecReload={INSTALLED_BINARY} reload --pid $MAINPID",
         "WatchdogSec=",
         "Restart=on-failure",
         "RestartPreventExitStatus=78",

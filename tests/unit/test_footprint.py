@@ -23,6 +23,7 @@ from daemon.core.footprint import (
     weights_bytes,
 )
 from daemon.core.units import GiB
+from daemon.core.vllm_rules import rules_for
 
 LLAMA_8B = architecture_from_hf_config(
     {
@@ -196,12 +197,15 @@ def test_max_model_len_at_is_the_largest_that_fits(util: float, seqs: int) -> No
 
 
 def test_vllm_overhead_counts_cuda_graphs_outside_the_budget_unless_eager() -> None:
-    fp = estimate_footprint(LLAMA_8B, engine=Engine.VLLM, weights=15 * GiB, limits=LIMITS)
+    """Up to 0.19 vLLM captures its graphs after sizing the KV cache (docs/vllm-versions.md R6)."""
+    r6 = rules_for("0.11.0")
+    fp = estimate_footprint(LLAMA_8B, engine=Engine.VLLM, weights=15 * GiB, limits=LIMITS, rules=r6)
     eager = estimate_footprint(
         LLAMA_8B,
         engine=Engine.VLLM,
         weights=15 * GiB,
         limits=EngineLimits(max_num_batched_tokens=2048, max_num_seqs=256, enforce_eager=True),
+        rules=r6,
     )
     assert fp.cuda_graph_bytes > 0
     assert eager.cuda_graph_bytes == 0

@@ -6,17 +6,18 @@ from types import MappingProxyType
 
 from daemon.core.observed import GpuRef, RunningModel
 from daemon.core.ownership import LaunchRecord
-from daemon.core.planning import Launch, Terminate
+from daemon.core.planning import Launch, Plan, Terminate
 from daemon.core.units import GiB
-from daemon.testing.simulator import apply_plan
-from tests.unit.builders import cluster, config, gpu_worker, model, plan_for
+from daemon.testing.simulator import run_to_completion
+from tests.unit.builders import cluster, config, demands, gpu_worker, model, plan_for
 
 W1 = "127.0.0.1:30001"
 W2 = "127.0.0.1:30002"
 
 
-def launches(p: object) -> dict[str, Launch]:
-    return {a.uid: a for a in p.actions if isinstance(a, Launch)}  # type: ignore[attr-defined]
+def launches(p: Plan) -> dict[str, Launch]:
+    """Every launch the plan admitted: sent now, or waiting for a load on its GPU to finish."""
+    return {a.uid: a for a in p.admitted}
 
 
 def terminations(p: object) -> list[str]:
@@ -182,9 +183,9 @@ def test_an_empty_file_terminates_nothing_by_default() -> None:
 
 
 def test_action_cap_defers_the_rest_terminations_first() -> None:
-    models = {f"m{i}": model(gib=1) for i in range(5)}
+    models = {f"m{i}": model(gib=10) for i in range(5)}  # one per GPU: none waits for another
     observed = cluster(
-        gpu_worker(W1, 80),
+        gpu_worker(W1, 16, 16, 16, 16, 16),
         models=(running("old"),),
         managed=MappingProxyType({"old": LaunchRecord(uid="old", spec_hash="x")}),
     )
@@ -204,11 +205,43 @@ def test_failed_launch_is_retried_unless_backing_off() -> None:
     assert not plan_for(cfg, waiting).actions
 
 
-def test_launching_models_are_left_alone_and_hold_their_memory() -> None:
-    cfg = config({"a": model(gib=10), "b": model(gib=10)})
+def test_launching_models_are_left_alone_hold_their_memory_and_block_their_gpu() -> None:
+    cfg = config({"a": model(gib=10), "b": model(gib=10), "c": model(gib=10)})
     observed = cluster(gpu_worker(W1, 24, used_gib=0), models=(running("a", status="LOADING"),))
     p = plan_for(cfg, observed)
-    assert set(launches(p)) == {"b"}
+    assert p.actions == ()
+    assert [(w.uid, w.reason) for w in p.waiting] == [("b", f"waiting: a is loading on {W1}/gpu0")]
+    assert [r.uid for r in p.refused] == ["c"]  # a's 10 GiB count while it loads: 24 < 3 x 10
+
+
+def test_a_launch_this_tool_sent_blocks_its_gpus_before_the_server_lists_them() -> None:
+    record = LaunchRecord(
+        uid="a", spec_hash="x", loading=True, claims={GpuRef(worker=W1, index=0): 10 * GiB}
+    )
+    observed = cluster(
+        gpu_worker(W1, 24),
+        models=(running("a", status="CREATING", gpus=()),),
+        managed=MappingProxyType({"a": record}),
+    )
+    p = plan_for(config({"a": model(gib=10), "b": model(gib=10)}), observed)
+    assert [w.uid for w in p.waiting] == ["b"]
+
+
+def test_a_load_past_its_deadline_is_terminated_and_no_longer_blocks() -> None:
+    record = LaunchRecord(
+        uid="a", spec_hash="x", loading=True, claims={GpuRef(worker=W1, index=0): 10 * GiB}
+    )
+    observed = cluster(
+        gpu_worker(W1, 24),
+        models=(running("a", status="LOADING"),),
+        managed=MappingProxyType({"a": record}),
+        timed_out=frozenset({"a"}),
+        backing_off=frozenset({"a"}),
+    )
+    p = plan_for(config({"a": model(gib=10), "b": model(gib=10)}), observed)
+    assert terminations(p) == ["a"]
+    assert list(launches(p)) == ["b"]
+    assert p.waiting == ()
 
 
 def test_unmanaged_models_are_only_reported() -> None:
@@ -257,10 +290,10 @@ def test_vllm_gets_a_computed_utilization_that_leaves_room_for_its_neighbours() 
     assert launches(p)["llm"].launch_args["max_model_len"] == 32768
 
 
-def test_applying_a_plan_then_planning_again_has_nothing_to_do() -> None:
+def test_passes_until_nothing_is_left_to_do() -> None:
     cfg = config({"a": model(gib=10), "b": model(gib=5), "c": model(gib=30)})
     observed = cluster(gpu_worker(W1, 24), gpu_worker(W2, 40))
-    after = apply_plan(observed, plan_for(cfg, observed))
-    again = plan_for(cfg, after)
-    assert not again.actions
-    assert {s.state for s in again.statuses} == {"in_sync"}
+    plans, _ = run_to_completion(cfg, demands(cfg), observed, rounds=5)
+    assert len(plans) == 3  # a and c at once (two GPUs), then b after a loaded, then nothing
+    assert not plans[-1].has_changes
+    assert {s.state for s in plans[-1].statuses} == {"in_sync"}

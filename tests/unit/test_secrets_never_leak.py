@@ -69,6 +69,7 @@ class StubState:
     echo_errors: bool = False  # answer a refused login like FastAPI's 422: echoing the body
     received: list[Received] = field(default_factory=list)
     launched: dict[str, dict[str, Any]] = field(default_factory=dict)
+    registrations: dict[str, dict[str, Any]] = field(default_factory=dict)  # by URL path
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -132,6 +133,11 @@ def _handler(state: StubState) -> type[BaseHTTPRequestHandler]:
                 return self._answer(401, {"detail": "Not authenticated"})
             if path == "/v1/models/instances":
                 return self._answer(200, self._instances(query.get("model_uid", [None])[0]))
+            if path.startswith("/v1/model_registrations/"):
+                found = state.registrations.get(path)
+                if found is None:
+                    return self._answer(400, {"detail": f"Model {path} not found"})
+                return self._answer(200, found)
             if path == "/v1/models":
                 data = [
                     {
@@ -162,6 +168,13 @@ def _handler(state: StubState) -> type[BaseHTTPRequestHandler]:
                 launch = json.loads(body)
                 state.launched[launch["model_uid"]] = launch
                 return self._answer(200, {"model_uid": launch["model_uid"]})
+            if path.startswith("/v1/model_registrations/"):
+                spec = json.loads(json.loads(body)["model"])
+                key = f"{path}/{spec['model_name']}"
+                if key in state.registrations:
+                    return self._answer(400, {"detail": "already registered"})
+                state.registrations[key] = spec
+                return self._answer(200, {})
             return self._answer(404, {"detail": f"no route {path}"})
 
         def do_DELETE(self) -> None:
@@ -170,6 +183,7 @@ def _handler(state: StubState) -> type[BaseHTTPRequestHandler]:
                 return self._answer(401, {"detail": "Not authenticated"})
             if path.startswith("/v1/models/"):
                 state.launched.pop(path.rsplit("/", 1)[1], None)
+            state.registrations.pop(path, None)
             return self._answer(200, {})
 
     return Handler
@@ -425,13 +439,15 @@ def test_the_daemons_json_events_never_show_the_secret(
     cfg.write_text(config_text(stub.url, secret_source(kind, tmp_path, monkeypatch)))
     cfg.chmod(0o600)
     daemon = _daemon(cfg, tmp_path)
-    daemon.good = daemon._load()
+    daemon.load()
     assert daemon._secret_warnings() == ()
     report = daemon.run_pass({"start"})
     assert report is not None
-    assert report.converged
+    assert not report.failed
     assert set(stub.state.launched) == {"a"}
-    daemon.run_pass({"resync"})
+    settled = daemon.run_pass({"requeue"})
+    assert settled is not None
+    assert settled.converged
     # the login is refused from now on: auth.failed, and still nothing secret
     stub.state.password = "rotated"
     daemon.cluster = None
@@ -492,7 +508,7 @@ def test_a_secret_file_readable_by_others_gives_a_warning_without_the_secret(
     assert "warning: password file" in err + process.err
     assert_clean("plan output", err + out + process.err + process.out)
     daemon = _daemon(cfg, tmp_path)
-    daemon.good = daemon._load()
+    daemon.load()
     warnings = daemon._secret_warnings()
     assert any("readable by every user" in w for w in warnings)
     assert any("readable by other users" in w for w in warnings)

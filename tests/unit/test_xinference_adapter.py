@@ -329,3 +329,108 @@ def test_missing_secrets_say_where_they_were_looked_for() -> None:
         )
     with pytest.raises(SecretError, match="CREDENTIALS_DIRECTORY"):
         load_credentials(AuthConfig(mode="password", username="u", credential="pw"), environ={})
+
+
+# --- the worker's vLLM version, learned from a running vLLM model -------------------------------
+
+W = "127.0.0.1:60166"
+
+
+def _vllm_instance(uid: str, status: str = "READY") -> dict[str, Any]:
+    return {
+        "model_name": "xr-tiny-llm",
+        "model_uid": uid,
+        "replica": 1,
+        "status": status,
+        "replica_statuses": [
+            {"replica_id": 0, "worker_address": W, "status": status, "gpu_idx": [0]}
+        ],
+    }
+
+
+def _vllm_model(uid: str) -> dict[str, Any]:
+    return {"id": uid, "model_type": "LLM", "model_name": "xr-tiny-llm", "model_engine": "vLLM"}
+
+
+def _observation(*uids: str) -> dict[tuple[str, str], list[Any]]:
+    return {
+        ("GET", "/status"): [(200, STATUS)],
+        ("GET", "/v1/models/instances"): [(200, [_vllm_instance(u) for u in uids])],
+        ("GET", "/v1/models"): [(200, {"data": [_vllm_model(u) for u in uids]})],
+    }
+
+
+RELOAD = {"enabled": False, "engine": "vllm", "model_config": {}, "engine_version": "0.11.2"}
+
+
+def test_a_workers_vllm_version_comes_from_a_running_model_and_is_asked_once() -> None:
+    a, session = adapter({})
+    session.script = {
+        **_observation("llm1", "llm2"),
+        ("GET", "/v1/models/llm1/reload/config"): [(200, RELOAD)],
+    }
+    workers, _ = a.observe()
+    assert [w.vllm_version for w in workers] == ["0.11.2"]
+    assert a.calls == 4  # the three reads + one reload/config for the whole worker
+    # an idle pass: the version is kept, nothing more is asked
+    session.script = _observation("llm1", "llm2")
+    workers, _ = a.observe()
+    assert [w.vllm_version for w in workers] == ["0.11.2"]
+    assert a.calls == 7
+
+
+def test_a_relaunched_model_is_asked_again_and_failures_are_not_retried_every_pass() -> None:
+    a, session = adapter({})
+    session.script = {
+        **_observation("llm1"),
+        ("GET", "/v1/models/llm1/reload/config"): [
+            (400, {"detail": "Parameter reload currently requires one worker"})
+        ],
+    }
+    workers, _ = a.observe()
+    assert workers[0].vllm_version is None
+    session.script = _observation("llm1")
+    a.observe()
+    assert a.calls == 7  # the refusal is remembered while llm1 keeps running
+    # llm1 goes away and comes back (a relaunch, perhaps on an upgraded vLLM): asked again
+    session.script = _observation()
+    a.observe()
+    session.script = {
+        **_observation("llm1"),
+        ("GET", "/v1/models/llm1/reload/config"): [(200, {**RELOAD, "engine_version": "0.12.0"})],
+    }
+    workers, _ = a.observe()
+    assert workers[0].vllm_version == "0.12.0"
+
+
+def test_a_temporary_failure_is_asked_again_next_pass() -> None:
+    a, session = adapter({})
+    session.script = {
+        **_observation("llm1"),
+        ("GET", "/v1/models/llm1/reload/config"): [(503, {"detail": "busy"}), (200, RELOAD)],
+    }
+    assert a.observe()[0][0].vllm_version is None
+    session.script.update(_observation("llm1"))
+    assert a.observe()[0][0].vllm_version == "0.11.2"
+
+
+def test_engine_version_is_only_read_from_a_vllm_answer() -> None:
+    from daemon.adapters.xinference import parse_engine_version
+
+    assert parse_engine_version(RELOAD) == "0.11.2"
+    assert parse_engine_version({**RELOAD, "engine": "sglang"}) is None
+    assert parse_engine_version({**RELOAD, "engine_version": None}) is None
+    assert parse_engine_version(None) is None
+
+
+def test_a_snapshot_keeps_the_workers_vllm_version() -> None:
+    from daemon.adapters.snapshot_file import observed_from_document, observed_to_document
+    from daemon.core.observed import ObservedState, Worker
+
+    observed = ObservedState(workers=(Worker(address=W, vllm_version="0.11.2"),))
+    doc = observed_to_document(observed)
+    assert doc["workers"][0]["vllm_version"] == "0.11.2"
+    assert observed_from_document(doc).workers[0].vllm_version == "0.11.2"
+    # snapshots written before the field existed still load
+    del doc["workers"][0]["vllm_version"]
+    assert observed_from_document(doc).workers[0].vllm_version is None

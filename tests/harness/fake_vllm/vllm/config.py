@@ -1,0 +1,5 @@
+"""``vllm.config``: only imported (multi-GPU path)."""
+
+from ._fake import VllmConfig
+
+__all__ = ["VllmConfig"]

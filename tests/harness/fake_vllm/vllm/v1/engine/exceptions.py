@@ -1,0 +1,5 @@
+"""``vllm.v1.engine.exceptions``."""
+
+
+class EngineDeadError(Exception):
+    pass
