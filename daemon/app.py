@@ -350,6 +350,10 @@ class Daemon:
             for s in plan.statuses
             if s.is_drift
         }
+        for s in plan.statuses:  # a drift being repaired is resolved once in sync, not at launch
+            if s.state == State.LAUNCHING and s.uid in self._drift:
+                still = self._drift[s.uid]
+                drift[s.uid] = (still.kind, dict(still.fields))
         refused = {
             r.uid: ("refused", {"uid": r.uid, "reason": r.reason, **r.figures()})
             for r in plan.refused

@@ -140,13 +140,15 @@ def _confirm(question: str, err: TextIO) -> bool:
 
 
 def _print_report(report: PassReport, out: TextIO) -> None:
+    """One line per action of the pass, and per launch of an earlier pass that ended in it."""
     for r in report.results:
         mark = "ok " if r.ok else "FAILED"
         out.write(f"  {mark} {r.kind:<9} {r.uid}: {r.message} ({r.seconds:.1f} s)\n")
     for o in report.settlement.outcomes:
-        if o.result != "loading":
-            detail = f": {o.error}" if o.error else ""
-            out.write(f"  {o.result:<9} {o.uid} after {o.seconds:.1f} s{detail}\n")
+        if o.result == "ready":
+            out.write(f"  ok  launch    {o.uid}: READY ({o.seconds:.1f} s)\n")
+        elif o.result != "loading":
+            out.write(f"  FAILED launch    {o.uid}: {o.result}: {o.error} ({o.seconds:.1f} s)\n")
     for warning in report.warnings:
         out.write(f"  warning: {warning}\n")
 

@@ -365,3 +365,16 @@ def test_apply_converges_with_the_confirmed_plan(
     assert code == Exit.OK, err.getvalue()
     assert "No changes: the cluster matches the file." in out.getvalue()
     assert cluster.instances["a"].status == "READY"
+
+
+def test_a_drift_is_resolved_when_the_model_is_in_sync_not_when_its_launch_is_sent(
+    tmp_path: Path,
+) -> None:
+    cluster = fake()
+    rig = Rig(tmp_path, cluster)
+    rig.daemon.run_pass({"start"})  # missing: detected, launch sent
+    assert rig.events("drift.detected")
+    assert not rig.events("drift.resolved")  # loading is not in sync
+    rig.daemon.run_pass({"requeue"})
+    (resolved,) = rig.events("drift.resolved")
+    assert resolved["uid"] == "a"
