@@ -24,7 +24,6 @@ from typing import Any
 import pytest
 
 from tests.harness import server as xh
-from tests.harness.conftest_fixtures import *  # noqa: F403  # the shared harness fixtures
 from tests.harness.daemon_process import DaemonProcess, event
 from tests.harness.proxy import FaultProxy
 
