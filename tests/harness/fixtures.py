@@ -1,5 +1,6 @@
 """The test suite's one fixture registry: real Xinference 4.1.0 servers (CPU, loopback), started
-lazily once per run and stopped as soon as the last test that needs them is done.
+lazily once per run and stopped as soon as the last test that needs them is done; and a check that
+the run leaves no process behind.
 
 Loaded by the top-level ``tests/conftest.py`` (``pytest_plugins``); never import it with ``*``.
 
@@ -30,6 +31,11 @@ How a resource lives:
 
 No server venv -> the fixtures FAIL the tests that need it (a skipped integration test is not a
 pass). Set ``XR_HARNESS_KEEP_HOME=1`` to keep the temporary homes and logs.
+
+Leaks (see ``tests/harness/leaks.py``): after each test, any process it started that is still
+alive (a daemon, a server it started itself...; the registry's running servers excepted) is killed
+and the test's teardown fails naming it; at the end of the run, anything of the run still alive is
+killed and the run fails naming it.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from typing import Any
 
 import pytest
 
+from tests.harness import leaks
 from tests.harness import server as xh
 
 ADMIN_USER = "xradmin"
@@ -164,12 +171,15 @@ class _Live:
     value: Any
     stop: Callable[[], None]
     started: float
+    tags: frozenset[str] = frozenset()
+    sessions: list[int] = field(default_factory=list)
 
 
 @dataclass
 class Registry:
     """The run's resources: what is up, and the last user of each (positions in the run order)."""
 
+    run_id: str
     live: dict[str, _Live] = field(default_factory=dict)
     last_use: dict[str, int] = field(default_factory=dict)
     position: dict[pytest.Item, int] = field(default_factory=dict)
@@ -187,7 +197,14 @@ class Registry:
             _require_venv()
             t0 = time.monotonic()
             value, stop = start()
-            self.live[name] = _Live(value, stop, time.monotonic())
+            srv = getattr(value, "server", None)
+            self.live[name] = _Live(
+                value,
+                stop,
+                time.monotonic(),
+                frozenset({f"{xh.TAG_ENV}={srv.tag}".encode()} if srv else ()),
+                srv.sessions if srv else [],
+            )
             self.history.append(f"{name}: started in {time.monotonic() - t0:.1f} s")
         return self.live[name].value
 
@@ -226,8 +243,15 @@ class Registry:
         if errors:
             raise errors[0]
 
+    def spared(self, proc: leaks.Proc) -> bool:
+        """A process of one of the servers that are up (they outlive a test on purpose)."""
+        return any(
+            proc.sid in live.sessions or live.tags & proc.environ for live in self.live.values()
+        )
+
 
 REGISTRY = pytest.StashKey[Registry]()
+LEAKS = pytest.StashKey[list[str]]()
 
 
 def _registry(request: pytest.FixtureRequest) -> Registry:
@@ -287,7 +311,8 @@ def pytest_configure(config: pytest.Config) -> None:
         f"{MARKER}(*names): the test fetches these server fixtures with request.getfixturevalue"
         " (the registry schedules and stops servers by the fixtures a test uses)",
     )
-    config.stash[REGISTRY] = Registry()
+    config.stash[REGISTRY] = Registry(leaks.mark_run())
+    config.stash[LEAKS] = []
 
 
 @pytest.hookimpl(trylast=True)  # after -k / -m / --deselect have dropped what will not run
@@ -310,13 +335,40 @@ def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
     try:
         return (yield)  # the test's own fixtures first (they may still use a server)
     finally:
-        item.config.stash[REGISTRY].after(item)
+        registry = item.config.stash[REGISTRY]
+        try:
+            registry.after(item)
+        finally:
+            _check_leaks(item, registry)
+
+
+def _check_leaks(item: pytest.Item, registry: Registry) -> None:
+    def find() -> list[leaks.Proc]:
+        return leaks.run_processes(registry.run_id, xh.STARTED_SESSIONS, spare=registry.spared)
+
+    left = leaks.settle(find)
+    if left:
+        leaks.kill(left)
+        named = "; ".join(map(str, left))
+        item.config.stash[LEAKS].append(f"{item.nodeid}: {named}")
+        pytest.fail(f"the test left processes running (now killed): {named}", pytrace=False)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     registry = session.config.stash.get(REGISTRY, None)
-    if registry is not None:
+    if registry is None:
+        return
+    found = session.config.stash[LEAKS]
+    try:
         registry.stop_all()  # after an interrupted run (-x, Ctrl-C); else nothing is up any more
+    except Exception as exc:  # reported below, the leak check must still run
+        found.append(f"stopping the harness servers at the end of the run: {exc}")
+    left = leaks.settle(lambda: leaks.run_processes(registry.run_id, xh.STARTED_SESSIONS))
+    if left:
+        leaks.kill(left)
+        found.append("alive at the end of the run: " + "; ".join(map(str, left)))
+    if found and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
@@ -324,4 +376,9 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     if registry is not None and registry.history:
         terminalreporter.write_sep("-", "harness servers")
         for line in registry.history:
+            terminalreporter.write_line(line)
+    found = config.stash.get(LEAKS, [])
+    if found:
+        terminalreporter.write_sep("=", "LEAKED PROCESSES (killed; the run fails)", red=True)
+        for line in found:
             terminalreporter.write_line(line)
