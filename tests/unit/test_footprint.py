@@ -23,18 +23,9 @@ from daemon.core.footprint import (
     weights_bytes,
 )
 from daemon.core.units import GiB
+from tests.unit.builders import llama_3_8b_hf_config
 
-LLAMA_8B = architecture_from_hf_config(
-    {
-        "model_type": "llama",
-        "num_hidden_layers": 32,
-        "hidden_size": 4096,
-        "num_attention_heads": 32,
-        "num_key_value_heads": 8,
-        "intermediate_size": 14336,
-        "vocab_size": 128256,
-    }
-)
+LLAMA_8B = architecture_from_hf_config(llama_3_8b_hf_config())
 QWEN3_14B = architecture_from_hf_config(
     {
         "model_type": "qwen3",
