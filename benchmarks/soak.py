@@ -160,11 +160,11 @@ def soak(
         result.missed = sorted(faults.killed & set(faults.desired))
     finally:
         result.seconds = time.monotonic() - start
-        daemon.proc.terminate()
-        daemon.proc.wait(timeout=30)
-        daemon.close()
-        for uid in SLOTS:
-            xh.terminate_model(base, None, uid)
+        try:
+            daemon.stop(timeout=30)  # killed if it is not gone by then: never left running
+        finally:
+            for uid in SLOTS:
+                xh.terminate_model(base, None, uid)
     return result
 
 

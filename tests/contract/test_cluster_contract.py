@@ -30,7 +30,11 @@ class Target:
     poll: float
 
 
-@pytest.fixture(params=["fake", "real"])
+# "real" fetches the server at run time: the mark tells the fixture registry it needs it
+REAL = pytest.param("real", marks=pytest.mark.needs_server("xinference_server"))
+
+
+@pytest.fixture(params=["fake", REAL])
 def target(request: pytest.FixtureRequest) -> Iterator[Target]:
     if request.param == "fake":
         fake = FakeCluster(known_models=frozenset({"xr-tiny-embedding"}), polls_to_ready=3)

@@ -1,6 +1,9 @@
 """Fault scenarios: the daemon (a subprocess, as systemd runs it) against a real Xinference 4.1.0,
 with faults injected by tests/harness/proxy.py, the harness (stop/kill/restart servers and
-workers) or the file system. Helpers shared by the scenario modules live here.
+workers) or the file system. Helpers shared by the scenario modules live here, and the
+``scenario`` fixtures (``scenario``, ``auth_scenario``, ``cluster_scenario``: one per server) that
+do the setup every scenario repeats -- unique uids, a config file, the daemon, fault proxies -- and
+undo it at teardown, so that a test body shows only what its scenario injects.
 
 Set ``XR_FAULTS_REPORT=/path/file.jsonl`` to have every scenario append its measurements (time
 to converge after the fault cleared, unintended terminations) to that file; docs/reliability.md
@@ -17,15 +20,15 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.harness import server as xh
-from tests.harness.conftest_fixtures import *  # noqa: F403  # the shared harness fixtures
-from tests.harness.daemon_process import DaemonProcess, event
+from tests.harness.daemon_process import DaemonProcess, event, write_atomically
+from tests.harness.fixtures import ServerInfo
 from tests.harness.proxy import FaultProxy
 
 EMBED = "embedding"
@@ -135,52 +138,111 @@ def ready(base_url: str, token: str | None = None) -> dict[str, float]:
     }
 
 
-@pytest.fixture
-def suffix() -> str:
-    return uuid.uuid4().hex[:6]
+class Scenario:
+    """One fault scenario against one of the run's servers (``server``): its files, daemons,
+    proxies and models, all undone at teardown (daemons stopped first, so that none relaunches a
+    model while the models it launched are terminated)."""
 
+    def __init__(self, server: ServerInfo, tmp_path: Path, suffix: str) -> None:
+        self.server = server
+        self.base: str = server.base_url
+        self.token: str | None = server.token
+        self.name: str = server.models[EMBED]  # the registered tiny embedding model
+        self.suffix = suffix
+        self.config = tmp_path / "config.toml"
+        self.state = tmp_path / "state"
+        self.daemons: list[DaemonProcess] = []
+        self.proxies: list[FaultProxy] = []
+        self.uids: list[str] = []
 
-@pytest.fixture
-def daemons() -> Iterator[Callable[..., DaemonProcess]]:
-    """Start daemons; every one still running at teardown is stopped (SIGTERM, then SIGKILL)."""
-    started: list[DaemonProcess] = []
+    def uid(self, label: str) -> str:
+        """A uid of this scenario (unique in the run); terminated at teardown."""
+        uid = f"f-{label}-{self.suffix}"
+        self.uids.append(uid)
+        return uid
 
-    def start(config: Path, state: Path, env: Mapping[str, str] | None = None) -> DaemonProcess:
-        daemon = DaemonProcess(config, state, env=env)
-        started.append(daemon)
-        return daemon
-
-    yield start
-    for daemon in started:
-        stop_daemon(daemon)
-        assert daemon.proc.poll() is not None
-
-
-@pytest.fixture
-def proxies() -> Iterator[Callable[[str], FaultProxy]]:
-    """A fault proxy in front of a server's base URL; all stopped at teardown."""
-    made: list[FaultProxy] = []
-
-    def make(base_url: str) -> FaultProxy:
-        port = int(base_url.rsplit(":", 1)[1])
-        proxy = FaultProxy(port)
-        made.append(proxy)
+    def proxy(self) -> FaultProxy:
+        """A fault proxy in front of the server; stopped at teardown."""
+        proxy = FaultProxy(int(self.base.rsplit(":", 1)[1]))
+        self.proxies.append(proxy)
         return proxy
 
-    yield make
-    for proxy in made:
-        proxy.stop()
+    def write_config(
+        self,
+        models: Mapping[str, Mapping[str, Any]],
+        *,
+        endpoint: str | None = None,
+        timeout: float = 10.0,
+        policy: Mapping[str, Any] | None = None,
+        auth: Mapping[str, Any] | None = None,
+        atomically: bool = False,
+    ) -> str:
+        """Write ``self.config`` (for the server, or ``endpoint``: a proxy's url); its text."""
+        text = config_text(endpoint or self.base, models, timeout=timeout, policy=policy, auth=auth)
+        if atomically:
+            write_atomically(self.config, text)
+        else:
+            self.config.write_text(text)
+        return text
+
+    def start_daemon(
+        self,
+        models: Mapping[str, Mapping[str, Any]] | None = None,
+        *,
+        state: Path | None = None,
+        env: Mapping[str, str] | None = None,
+        **config: Any,
+    ) -> DaemonProcess:
+        """Start a daemon on ``self.config`` (written first from ``models`` and ``config``, see
+        :meth:`write_config`, unless ``models`` is None) and ``state`` (``self.state``)."""
+        if models is not None:
+            self.write_config(models, **config)
+        daemon = DaemonProcess(self.config, state or self.state, env=env)
+        self.daemons.append(daemon)
+        return daemon
+
+    def close(self) -> None:
+        try:
+            for daemon in self.daemons:
+                stop_daemon(daemon)
+        finally:
+            for proxy in self.proxies:
+                proxy.stop()
+            for uid in self.uids:
+                with contextlib.suppress(xh.HarnessError, OSError):
+                    xh.terminate_model(self.base, self.token, uid)
+        for daemon in self.daemons:
+            assert daemon.proc.poll() is not None
+
+
+@contextlib.contextmanager
+def _scenario(server: ServerInfo, tmp_path: Path) -> Iterator[Scenario]:
+    scenario = Scenario(server, tmp_path, uuid.uuid4().hex[:6])
+    try:
+        yield scenario
+    finally:
+        scenario.close()
 
 
 @pytest.fixture
-def launched() -> Iterator[list[tuple[str, str | None, str]]]:
-    """(base_url, token, uid) of models a scenario may have launched: terminated at teardown
-    (the session's servers are shared)."""
-    uids: list[tuple[str, str | None, str]] = []
-    yield uids
-    for base, token, uid in uids:
-        with contextlib.suppress(xh.HarnessError, OSError):
-            xh.terminate_model(base, token, uid)
+def scenario(xinference_server: ServerInfo, tmp_path: Path) -> Iterator[Scenario]:
+    """A scenario against the one-node server (auth off)."""
+    with _scenario(xinference_server, tmp_path) as s:
+        yield s
+
+
+@pytest.fixture
+def auth_scenario(xinference_server_auth: ServerInfo, tmp_path: Path) -> Iterator[Scenario]:
+    """A scenario against the one-node server with auth on (``server.username``/``password``)."""
+    with _scenario(xinference_server_auth, tmp_path) as s:
+        yield s
+
+
+@pytest.fixture
+def cluster_scenario(xinference_cluster: ServerInfo, tmp_path: Path) -> Iterator[Scenario]:
+    """A scenario against the supervisor + 2 workers cluster (``server.cluster``)."""
+    with _scenario(xinference_cluster, tmp_path) as s:
+        yield s
 
 
 def watch(daemon: DaemonProcess, seconds: float) -> list[dict[str, Any]]:

@@ -6,14 +6,11 @@ the server accepts its credentials again."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.faults.conftest import (
-    config_text,
+    Scenario,
     embedding,
     named,
     ready,
@@ -22,33 +19,23 @@ from tests.faults.conftest import (
     wait_converged,
     watch,
 )
-from tests.harness.daemon_process import DaemonProcess, event
-from tests.harness.proxy import PASS, FaultProxy, status
+from tests.harness.daemon_process import event
+from tests.harness.proxy import PASS, status
 
 pytestmark = pytest.mark.integration
 PASSWORD_ENV = "XR_FAULTS_PASSWORD"
 
 
-def test_token_rejected_mid_pass_then_refused_for_a_while(
-    xinference_server_auth: Any,
-    tmp_path: Path,
-    suffix: str,
-    daemons: Callable[..., DaemonProcess],
-    proxies: Callable[[str], FaultProxy],
-    launched: list[Any],
-) -> None:
-    srv = xinference_server_auth
-    base, token = srv.base_url, srv.token
-    proxy = proxies(base)
-    uid = f"f-auth-{suffix}"
-    launched.append((base, token, uid))
+def test_token_rejected_mid_pass_then_refused_for_a_while(auth_scenario: Scenario) -> None:
+    srv, base, token = auth_scenario.server, auth_scenario.base, auth_scenario.token
+    proxy = auth_scenario.proxy()
+    uid = auth_scenario.uid("auth")
     auth = {"mode": "password", "username": srv.username, "password_env": PASSWORD_ENV}
-    config = tmp_path / "config.toml"
-    config.write_text(
-        config_text(proxy.url, {uid: embedding(srv.models["embedding"])}, timeout=5, auth=auth)
+    auth_scenario.write_config(
+        {uid: embedding(auth_scenario.name)}, endpoint=proxy.url, timeout=5, auth=auth
     )
-    config.chmod(0o600)
-    daemon = daemons(config, tmp_path / "state", env={PASSWORD_ENV: srv.password})
+    auth_scenario.config.chmod(0o600)
+    daemon = auth_scenario.start_daemon(env={PASSWORD_ENV: srv.password})
     daemon.wait_for(event("model.launch.succeeded", uid=uid), timeout=120)
     wait_converged(daemon, timeout=30)
     created = ready(base, token)[uid]

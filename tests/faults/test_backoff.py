@@ -7,32 +7,22 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.faults.conftest import config_text, embedding, ready, record, terminations
-from tests.harness.daemon_process import DaemonProcess, event, seen_or_wait, write_atomically
+from tests.faults.conftest import Scenario, embedding, ready, record, terminations
+from tests.harness.daemon_process import event, seen_or_wait
 
 pytestmark = pytest.mark.integration
 
 
 def test_a_launch_that_always_fails_backs_off_capped_and_resets_on_a_spec_change(
-    xinference_server: Any,
-    tmp_path: Path,
-    suffix: str,
-    daemons: Callable[..., DaemonProcess],
-    launched: list[Any],
+    scenario: Scenario,
 ) -> None:
-    base, name = xinference_server.base_url, xinference_server.models["embedding"]
-    good, bad = f"f-good-{suffix}", f"f-bad-{suffix}"
-    launched += [(base, None, good), (base, None, bad)]
-    models = {good: embedding(name), bad: embedding(f"no-such-embedding-{suffix}")}
-    config, state = tmp_path / "config.toml", tmp_path / "state"
-    config.write_text(config_text(base, models, timeout=10))
-    daemon = daemons(config, state)
+    base, state, suffix = scenario.base, scenario.state, scenario.suffix
+    good, bad = scenario.uid("good"), scenario.uid("bad")
+    models = {good: embedding(scenario.name), bad: embedding(f"no-such-embedding-{suffix}")}
+    daemon = scenario.start_daemon(models, timeout=10)
 
     first = daemon.wait_for(event("model.launch.failed", uid=bad), timeout=60)
     assert (first["attempts"], first["retry_in_seconds"]) == (1, 15)
@@ -57,7 +47,7 @@ def test_a_launch_that_always_fails_backs_off_capped_and_resets_on_a_spec_change
     # a spec change resets the backoff: retried at once, counted from 1 again
     models[bad] = embedding(f"no-such-embedding-{suffix}-v2")
     edited = time.monotonic()
-    write_atomically(config, config_text(base, models, timeout=10))
+    scenario.write_config(models, timeout=10, atomically=True)
     reset = daemon.wait_for(event("model.launch.failed", uid=bad), timeout=30)
     assert (reset["attempts"], reset["retry_in_seconds"]) == (1, 15)
     retried_after = round(time.monotonic() - edited, 1)

@@ -7,14 +7,11 @@ terminate a healthy model after a mere network partition)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.faults.conftest import (
-    config_text,
+    Scenario,
     embedding,
     named,
     ready,
@@ -23,29 +20,20 @@ from tests.faults.conftest import (
     wait_converged,
     watch,
 )
-from tests.harness.daemon_process import DaemonProcess, event
+from tests.harness.daemon_process import event
 
 pytestmark = pytest.mark.integration
 
 
-def test_a_worker_dies_and_comes_back(
-    xinference_cluster: Any,
-    tmp_path: Path,
-    suffix: str,
-    daemons: Callable[..., DaemonProcess],
-    launched: list[Any],
-) -> None:
-    cluster = xinference_cluster.server
-    base, name = xinference_cluster.base_url, xinference_cluster.models["embedding"]
-    stays, dies = f"f-w0-{suffix}", f"f-w1-{suffix}"
-    launched += [(base, None, stays), (base, None, dies)]
+def test_a_worker_dies_and_comes_back(cluster_scenario: Scenario) -> None:
+    cluster = cluster_scenario.server.cluster
+    base, name = cluster_scenario.base, cluster_scenario.name
+    stays, dies = cluster_scenario.uid("w0"), cluster_scenario.uid("w1")
     models = {
         stays: embedding(name, placement={"worker": cluster.worker_address(0)}),
         dies: embedding(name, placement={"worker": cluster.worker_address(1)}),
     }
-    config = tmp_path / "config.toml"
-    config.write_text(config_text(base, models, timeout=5))
-    daemon = daemons(config, tmp_path / "state")
+    daemon = cluster_scenario.start_daemon(models, timeout=5)
     wait_converged(daemon, timeout=180)
     created = ready(base)[stays]
 

@@ -7,12 +7,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.faults.conftest import (
-    config_text,
+    Scenario,
     drain,
     embedding,
     ready,
@@ -20,7 +19,7 @@ from tests.faults.conftest import (
     terminations,
     wait_converged,
 )
-from tests.harness.daemon_process import DaemonProcess, event, write_atomically
+from tests.harness.daemon_process import event, write_atomically
 
 pytestmark = pytest.mark.integration
 
@@ -58,21 +57,12 @@ FAULTS: list[tuple[str, Callable[[Path, str], None], str]] = [
 ]
 
 
-def test_a_bad_config_file_changes_nothing(
-    xinference_server: Any,
-    tmp_path: Path,
-    suffix: str,
-    daemons: Callable[..., DaemonProcess],
-    launched: list[Any],
-) -> None:
-    base, name = xinference_server.base_url, xinference_server.models["embedding"]
-    uid = f"f-cfg-{suffix}"
-    launched.append((base, None, uid))
-    good = config_text(base, {uid: embedding(name)}, timeout=10)
-    config = tmp_path / "config.toml"
-    config.write_text(good)
+def test_a_bad_config_file_changes_nothing(scenario: Scenario) -> None:
+    base, config = scenario.base, scenario.config
+    uid = scenario.uid("cfg")
+    good = scenario.write_config({uid: embedding(scenario.name)}, timeout=10)
     config.chmod(0o600)
-    daemon = daemons(config, tmp_path / "state")
+    daemon = scenario.start_daemon()
     revision = daemon.wait_for(event("config.loaded"), timeout=30)["revision"]
     daemon.wait_for(event("model.launch.succeeded", uid=uid), timeout=120)
     wait_converged(daemon, timeout=30)

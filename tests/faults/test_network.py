@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.faults.conftest import (
-    config_text,
+    Scenario,
     embedding,
     named,
     ready,
@@ -23,8 +21,8 @@ from tests.faults.conftest import (
     wait_converged,
     watch,
 )
-from tests.harness.daemon_process import DaemonProcess, event, write_atomically
-from tests.harness.proxy import DROP, PASS, RESET, FaultProxy, delay, status
+from tests.harness.daemon_process import event
+from tests.harness.proxy import DROP, PASS, RESET, delay, status
 
 pytestmark = pytest.mark.integration
 
@@ -33,24 +31,12 @@ def stamp(e: dict[str, Any]) -> datetime:
     return datetime.fromisoformat(e["timestamp"].replace("Z", "+00:00"))
 
 
-def test_server_down_when_the_daemon_starts(
-    xinference_server: Any,
-    tmp_path: Path,
-    suffix: str,
-    daemons: Callable[..., DaemonProcess],
-    proxies: Callable[[str], FaultProxy],
-    launched: list[Any],
-) -> None:
-    base = xinference_server.base_url
-    proxy = proxies(base)
+def test_server_down_when_the_daemon_starts(scenario: Scenario) -> None:
+    base = scenario.base
+    proxy = scenario.proxy()
     proxy.set(RESET)
-    uid = f"f-down-{suffix}"
-    launched.append((base, None, uid))
-    config = tmp_path / "config.toml"
-    config.write_text(
-        config_text(proxy.url, {uid: embedding(xinference_server.models["embedding"])}, timeout=2)
-    )
-    daemon = daemons(config, tmp_path / "state")
+    uid = scenario.uid("down")
+    daemon = scenario.start_daemon({uid: embedding(scenario.name)}, endpoint=proxy.url, timeout=2)
 
     unreachable = daemon.wait_for(event("cluster.unreachable"), timeout=30)
     assert proxy.url in unreachable["endpoint"]
@@ -73,23 +59,11 @@ def test_server_down_when_the_daemon_starts(
     record("server down at start", converge_seconds=converge, unintended_terminations=0)
 
 
-def test_answers_slower_than_the_timeout(
-    xinference_server: Any,
-    tmp_path: Path,
-    suffix: str,
-    daemons: Callable[..., DaemonProcess],
-    proxies: Callable[[str], FaultProxy],
-    launched: list[Any],
-) -> None:
-    base = xinference_server.base_url
-    proxy = proxies(base)
-    uid = f"f-slow-{suffix}"
-    launched.append((base, None, uid))
-    config = tmp_path / "config.toml"
-    config.write_text(
-        config_text(proxy.url, {uid: embedding(xinference_server.models["embedding"])}, timeout=1.5)
-    )
-    daemon = daemons(config, tmp_path / "state")
+def test_answers_slower_than_the_timeout(scenario: Scenario) -> None:
+    base = scenario.base
+    proxy = scenario.proxy()
+    uid = scenario.uid("slow")
+    daemon = scenario.start_daemon({uid: embedding(scenario.name)}, endpoint=proxy.url, timeout=1.5)
     daemon.wait_for(event("model.launch.succeeded", uid=uid), timeout=120)
     wait_converged(daemon, timeout=30)
     created = ready(base)[uid]
@@ -111,21 +85,11 @@ def test_answers_slower_than_the_timeout(
     record("answers slower than the timeout", converge_seconds=converge, unintended_terminations=0)
 
 
-def test_5xx_bursts(
-    xinference_server: Any,
-    tmp_path: Path,
-    suffix: str,
-    daemons: Callable[..., DaemonProcess],
-    proxies: Callable[[str], FaultProxy],
-    launched: list[Any],
-) -> None:
-    base, name = xinference_server.base_url, xinference_server.models["embedding"]
-    proxy = proxies(base)
-    first, second = f"f-5xx-a-{suffix}", f"f-5xx-b-{suffix}"
-    launched += [(base, None, first), (base, None, second)]
-    config = tmp_path / "config.toml"
-    config.write_text(config_text(proxy.url, {first: embedding(name)}, timeout=5))
-    daemon = daemons(config, tmp_path / "state")
+def test_5xx_bursts(scenario: Scenario) -> None:
+    base, name = scenario.base, scenario.name
+    proxy = scenario.proxy()
+    first, second = scenario.uid("5xx-a"), scenario.uid("5xx-b")
+    daemon = scenario.start_daemon({first: embedding(name)}, endpoint=proxy.url, timeout=5)
     daemon.wait_for(event("model.launch.succeeded", uid=first), timeout=120)
     wait_converged(daemon, timeout=30)
     created = ready(base)[first]
@@ -144,8 +108,11 @@ def test_5xx_bursts(
     # a 500 on the launch itself: a failed launch with backoff (the server answered: nothing was
     # started); the first model is never touched
     proxy.set(status(500, "boom"), match=r"^POST /v1/models\?", count=1)
-    write_atomically(
-        config, config_text(proxy.url, {first: embedding(name), second: embedding(name)}, timeout=5)
+    scenario.write_config(
+        {first: embedding(name), second: embedding(name)},
+        endpoint=proxy.url,
+        timeout=5,
+        atomically=True,
     )
     failed = daemon.wait_for(event("model.launch.failed", uid=second), timeout=30)
     assert "HTTP 500" in failed["error"]
@@ -170,34 +137,23 @@ def test_5xx_bursts(
     )
 
 
-def test_a_launch_whose_answer_is_lost_to_a_timeout_is_still_ours(
-    xinference_server: Any,
-    tmp_path: Path,
-    suffix: str,
-    daemons: Callable[..., DaemonProcess],
-    proxies: Callable[[str], FaultProxy],
-    launched: list[Any],
-) -> None:
+def test_a_launch_whose_answer_is_lost_to_a_timeout_is_still_ours(scenario: Scenario) -> None:
     """The server accepts the launch but its answer comes after the client's timeout: the model
     loads anyway. The daemon must neither launch it twice nor lose track of it: once it is READY it
     is recorded as launched by this tool, so removing it from the file terminates it
     (prune = "managed")."""
-    base, name = xinference_server.base_url, xinference_server.models["embedding"]
-    proxy = proxies(base)
-    uid = f"f-lost-{suffix}"
-    launched.append((base, None, uid))
+    base, name, state = scenario.base, scenario.name, scenario.state
+    proxy = scenario.proxy()
+    uid = scenario.uid("lost")
     proxy.set(delay(4), match=r"^POST /v1/models\?")  # every launch answer comes too late
-    config = tmp_path / "config.toml"
-    state = tmp_path / "state"
-    config.write_text(config_text(proxy.url, {uid: embedding(name)}, timeout=2))
-    daemon = daemons(config, state)
+    daemon = scenario.start_daemon({uid: embedding(name)}, endpoint=proxy.url, timeout=2)
     # A lost answer is not a failure: the launch is recorded as ours and loading before it is
     # sent, and later passes see it listed (after the proxy's delay) and READY.
     daemon.wait_for(event("model.launch.started", uid=uid), timeout=30)
     cleared = time.monotonic()
     wait_converged(daemon, timeout=120)
-    assert not named(daemon, "model.launch.failed")
     converge = round(time.monotonic() - cleared, 1)
+    assert not named(daemon, "model.launch.failed")
     assert uid in ready(base)
     posts = len(proxy.requests(r"^POST /v1/models\?"))
     owned = (state / "state.json").exists() and uid in json.loads(

@@ -5,14 +5,12 @@ once the server is back."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.faults.conftest import (
-    config_text,
+    Scenario,
     embedding,
     named,
     ready,
@@ -20,31 +18,23 @@ from tests.faults.conftest import (
     terminations,
 )
 from tests.harness import server as xh
-from tests.harness.daemon_process import DaemonProcess, event
+from tests.harness.daemon_process import event
 
 pytestmark = pytest.mark.integration
 
 
 def test_server_restarted_while_a_launch_is_loading(
-    xinference_server: Any,
-    tiny_models: dict[str, Any],
-    tmp_path: Path,
-    suffix: str,
-    daemons: Callable[..., DaemonProcess],
-    launched: list[Any],
+    scenario: Scenario, tiny_models: dict[str, Any]
 ) -> None:
-    base, name = xinference_server.base_url, xinference_server.models["embedding"]
-    uid = f"f-restart-{suffix}"
-    launched.append((base, None, uid))
-    config = tmp_path / "config.toml"
+    base, name = scenario.base, scenario.name
+    uid = scenario.uid("restart")
     # launch_timeout_seconds: a realistic deadline for a big model; the tiny one loads in ~10 s
-    config.write_text(
-        config_text(base, {uid: embedding(name)}, timeout=5, policy={"launch_timeout_seconds": 600})
+    daemon = scenario.start_daemon(
+        {uid: embedding(name)}, timeout=5, policy={"launch_timeout_seconds": 600}
     )
-    daemon = daemons(config, tmp_path / "state")
     daemon.wait_for(event("model.launch.started", uid=uid), timeout=60)
     time.sleep(1.0)  # the server accepted it and is loading it
-    xinference_server.server.restart()
+    scenario.server.server.restart()
     xh.register_custom_models(base, None, tiny_models)  # idempotent: they persist in its home
     cleared = time.monotonic()
     try:

@@ -6,14 +6,12 @@ start-up with daemon.start_failed (exit 1)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.faults.conftest import (
-    config_text,
+    Scenario,
     embedding,
     named,
     ready,
@@ -22,24 +20,15 @@ from tests.faults.conftest import (
     terminations,
     wait_converged,
 )
-from tests.harness.daemon_process import DaemonProcess, event, write_atomically
+from tests.harness.daemon_process import event
 
 pytestmark = pytest.mark.integration
 
 
-def test_state_file_missing_or_corrupt(
-    xinference_server: Any,
-    tmp_path: Path,
-    suffix: str,
-    daemons: Callable[..., DaemonProcess],
-    launched: list[Any],
-) -> None:
-    base, name = xinference_server.base_url, xinference_server.models["embedding"]
-    uid = f"f-state-{suffix}"
-    launched.append((base, None, uid))
-    config, state = tmp_path / "config.toml", tmp_path / "state"
-    config.write_text(config_text(base, {uid: embedding(name)}, timeout=10))
-    daemon = daemons(config, state)
+def test_state_file_missing_or_corrupt(scenario: Scenario) -> None:
+    base, state = scenario.base, scenario.state
+    uid = scenario.uid("state")
+    daemon = scenario.start_daemon({uid: embedding(scenario.name)}, timeout=10)
     daemon.wait_for(event("model.launch.succeeded", uid=uid), timeout=120)
     wait_converged(daemon, timeout=30)
     created = ready(base)[uid]
@@ -58,7 +47,7 @@ def test_state_file_missing_or_corrupt(
     assert ready(base)[uid] == created
 
     # the model left the file, but nothing proves it is ours any more: never terminated
-    write_atomically(config, config_text(base, {}, timeout=10, policy={"on_empty_config": "prune"}))
+    scenario.write_config({}, timeout=10, policy={"on_empty_config": "prune"}, atomically=True)
     daemon.wait_for(event("config.loaded"), timeout=30)
     wait_converged(daemon, timeout=30)
     wait_converged(daemon, timeout=30)
@@ -72,21 +61,12 @@ def test_state_file_missing_or_corrupt(
     )
 
 
-def test_state_file_unwritable(
-    xinference_server: Any,
-    tmp_path: Path,
-    suffix: str,
-    daemons: Callable[..., DaemonProcess],
-    launched: list[Any],
-) -> None:
+def test_state_file_unwritable(scenario: Scenario) -> None:
     """Tests run as root, where chmod does not stop writes: ``state.json`` is made a directory."""
-    base, name = xinference_server.base_url, xinference_server.models["embedding"]
-    uid = f"f-rostate-{suffix}"
-    launched.append((base, None, uid))
-    config, state = tmp_path / "config.toml", tmp_path / "state"
+    base, state = scenario.base, scenario.state
+    uid = scenario.uid("rostate")
     (state / "state.json").mkdir(parents=True)
-    config.write_text(config_text(base, {uid: embedding(name)}, timeout=10))
-    daemon = daemons(config, state)
+    daemon = scenario.start_daemon({uid: embedding(scenario.name)}, timeout=10)
     failed = daemon.wait_for(event("state.write_failed"), timeout=60)
     assert "state.json" in failed["error"]
     daemon.wait_for(event("model.launch.succeeded", uid=uid), timeout=120)
@@ -107,14 +87,10 @@ def test_state_file_unwritable(
     )
 
 
-def test_an_unusable_state_directory_stops_the_start(
-    xinference_server: Any, tmp_path: Path, daemons: Callable[..., DaemonProcess]
-) -> None:
+def test_an_unusable_state_directory_stops_the_start(scenario: Scenario, tmp_path: Path) -> None:
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a regular file where the state directory's parent should be\n")
-    config = tmp_path / "config.toml"
-    config.write_text(config_text(xinference_server.base_url, {}, timeout=10))
-    daemon = daemons(config, blocker / "state")
+    daemon = scenario.start_daemon({}, state=blocker / "state", timeout=10)
     assert daemon.proc.wait(timeout=30) == 1
     stop_daemon(daemon)
     (failed,) = named(daemon, "daemon.start_failed")

@@ -4,31 +4,19 @@ exits 1 with daemon.start_failed, and the model is launched once."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.faults.conftest import config_text, embedding, named, record, stop_daemon
-from tests.harness.daemon_process import DaemonProcess, event
+from tests.faults.conftest import Scenario, embedding, named, record, stop_daemon
+from tests.harness.daemon_process import event
 
 pytestmark = pytest.mark.integration
 
 
-def test_two_daemons_started_at_once_on_one_state_dir(
-    xinference_server: Any,
-    tmp_path: Path,
-    suffix: str,
-    daemons: Callable[..., DaemonProcess],
-    launched: list[Any],
-) -> None:
-    base, name = xinference_server.base_url, xinference_server.models["embedding"]
-    uid = f"f-twice-{suffix}"
-    launched.append((base, None, uid))
-    config, state = tmp_path / "config.toml", tmp_path / "state"
-    config.write_text(config_text(base, {uid: embedding(name)}, timeout=10))
-    pair = [daemons(config, state), daemons(config, state)]
+def test_two_daemons_started_at_once_on_one_state_dir(scenario: Scenario) -> None:
+    uid = scenario.uid("twice")
+    scenario.write_config({uid: embedding(scenario.name)}, timeout=10)
+    pair = [scenario.start_daemon(), scenario.start_daemon()]
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and all(d.proc.poll() is None for d in pair):
         time.sleep(0.1)

@@ -57,6 +57,23 @@ class DaemonProcess:
         if self.proc.stderr is not None:
             self.proc.stderr.close()
 
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM, wait up to ``timeout`` s for the exit, close; returns the exit code.
+
+        A daemon still running after ``timeout`` (it finishes a launch in progress before it
+        exits) is killed before ``subprocess.TimeoutExpired`` is raised: the caller fails, but
+        leaves no process behind (nor a Popen whose ``__del__`` warns in a later test)."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            raise
+        finally:
+            self.close()
+
     def _read(self) -> None:
         assert self.proc.stderr is not None
         for line in self.proc.stderr:

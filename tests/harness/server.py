@@ -46,6 +46,12 @@ HARNESS_DIR = Path(__file__).resolve().parent
 TAG_ENV = "XR_HARNESS_TAG"
 READY_TIMEOUT_S = 120.0
 
+# Session id of every harness process started in this Python process (each start is a new session
+# whose id is the pid it got). Model processes rewrite their environment block (setproctitle), so
+# XR_HARNESS_TAG cannot find them; their session can: tests/harness/leaks.py looks for leftovers in
+# these sessions at the end of every test and of the run.
+STARTED_SESSIONS: list[int] = []
+
 # Names under which the harness registers the tiny models.
 EMBEDDING_MODEL = "xr-tiny-embedding"
 LLM_MODEL = "xr-tiny-llm"
@@ -314,6 +320,7 @@ class XinferenceProcess:
         finally:
             log.close()
         self.sessions.append(self.proc.pid)
+        STARTED_SESSIONS.append(self.proc.pid)
         self.started_at = time.monotonic()
         return self
 

@@ -143,10 +143,8 @@ def test_the_daemon_keeps_a_real_cluster_matching_the_file(
                 assert e.get("pass_id"), e
                 assert e.get("config_revision"), e
     finally:
-        # SIGTERM -> STOPPING=1 and exit 0 within the grace period
-        daemon.proc.send_signal(signal.SIGTERM)
-        code = daemon.proc.wait(timeout=30)
-        daemon.close()
+        # SIGTERM -> STOPPING=1 and exit 0 within the grace period (killed if not: no leak)
+        code = daemon.stop(timeout=30)
         xh.terminate_model(base, None, uids["emb"])
         xh.terminate_model(base, None, uids["llm"])
     assert code == 0

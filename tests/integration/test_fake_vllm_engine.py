@@ -24,9 +24,9 @@ if str(_REPO) not in sys.path:
 import pytest  # noqa: E402
 
 from tests.harness import server as xh  # noqa: E402
-from tests.harness.conftest_fixtures import *  # noqa: E402, F403
+from tests.harness.fixtures import shared, spare_while_alive  # noqa: E402
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.needs_server("tiny_models")]
 
 FAKE_VERSION = "0.11.2"  # not the fake's default (0.11.0): proves the knob works
 ENGINE = "vLLM"
@@ -78,9 +78,11 @@ class FakeVllmServer:
 
 
 @pytest.fixture(scope="module")
-def fv(tiny_models: dict, tmp_path_factory: Any) -> Any:
+def fv(request: Any, tmp_path_factory: Any) -> Any:
+    tiny_models = shared(request, "tiny_models")
     fake = xh.FakeVllm(tmp_path_factory.mktemp("fake-vllm"), version=FAKE_VERSION)
     srv = xh.XinferenceServer(extra_env=fake.env()).start()
+    spare_while_alive(request, srv)
     try:
         names = xh.register_custom_models(srv.base_url, None, tiny_models)
         yield FakeVllmServer(srv, fake, names["LLM"])

@@ -16,7 +16,6 @@ if str(_REPO) not in sys.path:
 import pytest  # noqa: E402
 
 from tests.harness import server as xh  # noqa: E402
-from tests.harness.conftest_fixtures import *  # noqa: E402, F403
 
 pytestmark = pytest.mark.integration
 

@@ -36,9 +36,9 @@ from daemon.core.planning import Launch, plan  # noqa: E402
 from daemon.core.units import GiB  # noqa: E402
 from daemon.core.vllm_rules import rules_for  # noqa: E402
 from tests.harness import server as xh  # noqa: E402
-from tests.harness.conftest_fixtures import *  # noqa: E402, F403
+from tests.harness.fixtures import shared, spare_while_alive  # noqa: E402
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.needs_server("tiny_models")]
 
 MAX_MODEL_LEN = 1024
 
@@ -55,11 +55,13 @@ class VllmServer:
 
 
 @pytest.fixture(scope="module", params=["0.11.2", "0.10.1"])
-def vllm_server(request: Any, tiny_models: dict, tmp_path_factory: Any) -> Iterator[VllmServer]:
+def vllm_server(request: Any, tmp_path_factory: Any) -> Iterator[VllmServer]:
     """One server per vLLM version; pytest stops the first before it starts the second."""
     version = request.param
+    tiny_models = shared(request, "tiny_models")
     fake = xh.FakeVllm(tmp_path_factory.mktemp(f"fake-vllm-{version}"), version=version)
     srv = xh.XinferenceServer(extra_env=fake.env()).start()
+    spare_while_alive(request, srv)
     try:
         names = xh.register_custom_models(srv.base_url, None, tiny_models)
         yield VllmServer(srv, fake, names["LLM"], Path(tiny_models["llm"]) / "config.json")

@@ -17,9 +17,10 @@ import pytest
 
 from tests.harness import server as xh
 from tests.harness.daemon_process import DaemonProcess, event, write_atomically
+from tests.harness.fixtures import shared, spare_while_alive
 from tests.harness.gpu_proxy import VirtualGpuProxy
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.needs_server("tiny_models")]
 
 FAKE_VERSION = (
     "0.9.2"  # utilization arithmetic (no kv_cache_memory_bytes): memory errors can happen
@@ -53,9 +54,11 @@ class Rig:
 
 
 @pytest.fixture(scope="module")
-def rig(tiny_models: dict, tmp_path_factory: Any) -> Iterator[Rig]:
+def rig(request: pytest.FixtureRequest, tmp_path_factory: Any) -> Iterator[Rig]:
+    tiny_models = shared(request, "tiny_models")
     fake = xh.FakeVllm(tmp_path_factory.mktemp("fake-vllm"), version=FAKE_VERSION)
     srv = xh.XinferenceServer(extra_env=fake.env()).start()
+    spare_while_alive(request, srv)
     proxy = VirtualGpuProxy(srv.base_url, gpus_gib=(47.5,)).start()
     try:
         names = xh.register_custom_models(srv.base_url, None, tiny_models)

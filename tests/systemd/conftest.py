@@ -9,8 +9,6 @@ from typing import Any
 
 import pytest
 
-from tests.harness.conftest_fixtures import *  # noqa: F403  # the shared harness fixtures
-
 TOOLS = {
     "systemd-nspawn": "systemd-container",
     "mmdebstrap": "mmdebstrap",

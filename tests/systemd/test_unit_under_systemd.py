@@ -34,6 +34,7 @@ from typing import Any
 import pytest
 
 from tests.harness import server as xh
+from tests.harness.fixtures import shared
 from tests.systemd.nspawn import (
     REPO,
     SUITES,
@@ -46,7 +47,11 @@ from tests.systemd.nspawn import (
     wheelhouse,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.systemd]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.systemd,
+    pytest.mark.needs_server("xinference_server_auth"),
+]
 
 UNIT = "xinference-reconciler.service"
 SRC = "/root/xinference-reconciler"  # README: /path/to/xinference-reconciler
@@ -315,12 +320,10 @@ class Service:
 @pytest.fixture(
     scope="module", params=list(SUITES), ids=lambda s: f"{s}-systemd{SUITES[s].systemd}"
 )
-def service(
-    request: pytest.FixtureRequest, nspawn_host: Any, xinference_server_auth: Any
-) -> Iterator[Service]:
+def service(request: pytest.FixtureRequest, nspawn_host: Any) -> Iterator[Service]:
     del nspawn_host
     suite = SUITES[request.param]
-    server = xinference_server_auth
+    server = shared(request, "xinference_server_auth")
     t0 = time.monotonic()
     house = wheelhouse(suite)
     with booted(suite, binds_ro={house: "/wheelhouse"}) as box:

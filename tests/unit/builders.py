@@ -1,4 +1,5 @@
-"""Small builders for core tests: configs from dicts, observed clusters from GPU sizes."""
+"""Small builders for core tests: configs from dicts, observed clusters from GPU sizes, and the
+Llama-3 8B ``config.json`` the estimator tests share."""
 
 from __future__ import annotations
 
@@ -32,6 +33,21 @@ TINY_ARCH = {
     "vocab_size": 32000,
     "max_position_embeddings": 4096,
 }
+
+
+def llama_3_8b_hf_config(**extra: Any) -> dict[str, Any]:
+    """The fields of Meta-Llama-3(.1)-8B's published ``config.json`` that size its memory (a fresh
+    dict each call); ``extra`` adds or overrides fields (``max_position_embeddings=131072``...)."""
+    return {
+        "model_type": "llama",
+        "num_hidden_layers": 32,
+        "hidden_size": 4096,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "intermediate_size": 14336,
+        "vocab_size": 128256,
+        **extra,
+    }
 
 
 def model(
@@ -72,4 +88,13 @@ def plan_for(cfg: Config, observed: ObservedState) -> Plan:
     return plan(cfg, demands(cfg), observed)
 
 
-__all__ = ["DAEMON_CONFIG", "cluster", "config", "demands", "gpu_worker", "model", "plan_for"]
+__all__ = [
+    "DAEMON_CONFIG",
+    "cluster",
+    "config",
+    "demands",
+    "gpu_worker",
+    "llama_3_8b_hf_config",
+    "model",
+    "plan_for",
+]

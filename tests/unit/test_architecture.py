@@ -10,18 +10,9 @@ from daemon.core.architecture import (
     architecture_from_hf_config,
     estimate_params,
 )
+from tests.unit.builders import llama_3_8b_hf_config
 
-LLAMA_8B = {
-    "model_type": "llama",
-    "num_hidden_layers": 32,
-    "hidden_size": 4096,
-    "num_attention_heads": 32,
-    "num_key_value_heads": 8,
-    "intermediate_size": 14336,
-    "vocab_size": 128256,
-    "max_position_embeddings": 131072,
-    "torch_dtype": "bfloat16",
-}
+LLAMA_8B = llama_3_8b_hf_config(max_position_embeddings=131072, torch_dtype="bfloat16")
 
 
 def test_head_dim_defaults_to_hidden_over_heads() -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from daemon.cli import main
+from tests.unit.builders import llama_3_8b_hf_config
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = str(REPO / "config.example.toml")
@@ -117,19 +118,7 @@ def test_estimate_json_has_integer_byte_counts() -> None:
 
 def test_estimate_both_directions(tmp_path: Path) -> None:
     cfg = tmp_path / "config.json"
-    cfg.write_text(
-        json.dumps(
-            {
-                "model_type": "llama",
-                "num_hidden_layers": 32,
-                "hidden_size": 4096,
-                "num_attention_heads": 32,
-                "num_key_value_heads": 8,
-                "intermediate_size": 14336,
-                "vocab_size": 128256,
-            }
-        )
-    )
+    cfg.write_text(json.dumps(llama_3_8b_hf_config()))
     code, out, _ = run(
         "estimate",
         "--hf-config",

@@ -24,18 +24,9 @@ from daemon.core.footprint import (
 )
 from daemon.core.units import GiB
 from daemon.core.vllm_rules import rules_for
+from tests.unit.builders import llama_3_8b_hf_config
 
-LLAMA_8B = architecture_from_hf_config(
-    {
-        "model_type": "llama",
-        "num_hidden_layers": 32,
-        "hidden_size": 4096,
-        "num_attention_heads": 32,
-        "num_key_value_heads": 8,
-        "intermediate_size": 14336,
-        "vocab_size": 128256,
-    }
-)
+LLAMA_8B = architecture_from_hf_config(llama_3_8b_hf_config())
 QWEN3_14B = architecture_from_hf_config(
     {
         "model_type": "qwen3",

@@ -9,7 +9,15 @@ from daemon.core.ownership import LaunchRecord
 from daemon.core.planning import Launch, Plan, Terminate
 from daemon.core.units import GiB
 from daemon.testing.simulator import run_to_completion
-from tests.unit.builders import cluster, config, demands, gpu_worker, model, plan_for
+from tests.unit.builders import (
+    cluster,
+    config,
+    demands,
+    gpu_worker,
+    llama_3_8b_hf_config,
+    model,
+    plan_for,
+)
 
 W1 = "127.0.0.1:30001"
 W2 = "127.0.0.1:30002"
@@ -262,15 +270,7 @@ def test_cpu_models_need_no_gpu_and_a_pinned_worker_must_exist() -> None:
 def test_vllm_gets_a_computed_utilization_that_leaves_room_for_its_neighbours() -> None:
     """The RAG-host pain: vLLM's default 0.9 would starve the embedding model."""
     arch = {
-        "fields": {
-            **__import__("tests.unit.builders", fromlist=["x"]).TINY_ARCH,
-            "num_hidden_layers": 32,
-            "hidden_size": 4096,
-            "num_attention_heads": 32,
-            "num_key_value_heads": 8,
-            "intermediate_size": 14336,
-            "vocab_size": 128256,
-        },
+        "fields": llama_3_8b_hf_config(max_position_embeddings=4096),
         "weights_gib": 15.0,
     }
     llm = {
