@@ -23,7 +23,7 @@ import json
 import re
 import statistics
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -373,7 +373,7 @@ def markdown(known: list[Row], unknown: list[Row], skipped: list[tuple[str, str]
         "median \\|error\\| GiB | worst over-prediction GiB |",
         "|---|---|---|---|---|---|",
     ]
-    for label, pick in (
+    parts: tuple[tuple[str, Callable[[Row], bool]], ...] = (
         (
             "held-out, current vLLM (V1 >= 0.10.2)",
             lambda r: r.case.split == "held-out" and r.case.current,
@@ -381,7 +381,8 @@ def markdown(known: list[Row], unknown: list[Row], skipped: list[tuple[str, str]
         ("held-out, all", lambda r: r.case.split == "held-out"),
         ("fit part (in-sample), current vLLM", lambda r: r.case.split == "fit" and r.case.current),
         ("fit part (in-sample), all", lambda r: r.case.split == "fit"),
-    ):
+    )
+    for label, pick in parts:
         lines.append(_summary_line(label, [r for r in known if pick(r)]))
     lines.append(_summary_line("version unknown (most conservative rules), all", unknown))
     lines += [
@@ -414,13 +415,13 @@ def markdown(known: list[Row], unknown: list[Row], skipped: list[tuple[str, str]
         "|---|---|---|---|---|---|",
     ]
     for generation in GENERATIONS:
-        f, c = fitted[generation], CALIBRATIONS[generation]
+        f, k = fitted[generation], CALIBRATIONS[generation]  # fitted, committed
         n = sum(1 for r in known if r.case.generation == generation and r.case.split == "fit")
         lines.append(
-            f"| {generation} | {n} | {f.forward_factor:.2f} / {c.forward_factor:.2f} | "
-            f"{f.sampler_copies:.1f} / {c.sampler_copies:.1f} | "
-            f"{f.non_torch_single_bytes // MiB} / {c.non_torch_single_bytes // MiB} | "
-            f"{f.non_torch_parallel_bytes // MiB} / {c.non_torch_parallel_bytes // MiB} |"
+            f"| {generation} | {n} | {f.forward_factor:.2f} / {k.forward_factor:.2f} | "
+            f"{f.sampler_copies:.1f} / {k.sampler_copies:.1f} | "
+            f"{f.non_torch_single_bytes // MiB} / {k.non_torch_single_bytes // MiB} | "
+            f"{f.non_torch_parallel_bytes // MiB} / {k.non_torch_parallel_bytes // MiB} |"
         )
     lines += ["", "Left out:", ""]
     lines.extend(f"- {log_id}: {why}" for log_id, why in sorted(skipped))

@@ -190,7 +190,7 @@ def _account(
         result.launches += 1
         if uid in running:
             result.duplicated.append(f"{uid} launched while running ({event.get('timestamp')})")
-    elif name == "model.launch.succeeded":
+    elif name == "model.launch.succeeded" and uid is not None:  # the daemon always sends its uid
         running.add(uid)
         killed.discard(uid)
     elif name == "model.terminated":

@@ -28,6 +28,7 @@ PASSWORD_ENV = "XR_FAULTS_PASSWORD"
 
 def test_token_rejected_mid_pass_then_refused_for_a_while(auth_scenario: Scenario) -> None:
     srv, base, token = auth_scenario.server, auth_scenario.base, auth_scenario.token
+    assert srv.password is not None  # the auth server always has one
     proxy = auth_scenario.proxy()
     uid = auth_scenario.uid("auth")
     auth = {"mode": "password", "username": srv.username, "password_env": PASSWORD_ENV}

@@ -44,7 +44,9 @@ def test_a_worker_dies_and_comes_back(cluster_scenario: Scenario) -> None:
     cluster.start_worker(1)
     cleared = time.monotonic()
     daemon.wait_for(
-        lambda e: e.get("event") == "pass.finished" and e.get("converged") and dies in ready(base),
+        lambda e: bool(
+            e.get("event") == "pass.finished" and e.get("converged") and dies in ready(base)
+        ),
         timeout=120,
     )
     converge = round(time.monotonic() - cleared, 1)

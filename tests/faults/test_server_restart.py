@@ -39,7 +39,7 @@ def test_server_restarted_while_a_launch_is_loading(
     cleared = time.monotonic()
     try:
         daemon.wait_for(
-            lambda e: (
+            lambda e: bool(
                 e.get("event") == "pass.finished" and e.get("converged") and uid in ready(base)
             ),
             timeout=90,

@@ -172,7 +172,7 @@ class _Live:
     value: Any
     stop: Callable[[], None]
     started: float
-    tags: frozenset[str] = frozenset()
+    tags: frozenset[bytes] = frozenset()  # environment entries, as leaks.Proc.environ holds them
     sessions: list[int] = field(default_factory=list)
 
 

@@ -301,7 +301,7 @@ class XinferenceProcess:
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> XinferenceProcess:
-        if self.alive():
+        if self.proc is not None and self.alive():
             raise HarnessError(f"{self.name} already running (pid {self.proc.pid})")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
@@ -382,7 +382,7 @@ class XinferenceProcess:
 
     def kill_main_only(self, sig: int = signal.SIGKILL) -> None:
         """Signal only the main process (children live on until the group is stopped)."""
-        if self.alive():
+        if self.proc is not None and self.alive():
             _kill_quietly(self.proc.pid, sig)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=10)
@@ -746,7 +746,7 @@ def wait_instance(
 
     ``seen`` (if given) collects every distinct ``(elapsed_s, instance-json)`` observed."""
     t0 = time.monotonic()
-    last = None
+    last: dict | None = None
     while time.monotonic() - t0 < timeout:
         try:
             infos = instances(base_url, token, model_uid)
@@ -809,6 +809,12 @@ class _Base:
             shutil.rmtree(self.home_root, ignore_errors=True)
 
     sessions: list
+
+    def start(self, timeout: float = READY_TIMEOUT_S) -> _Base:
+        raise NotImplementedError  # XinferenceServer, XinferenceCluster
+
+    def stop(self, timeout: float = 20.0) -> None:
+        raise NotImplementedError  # XinferenceServer, XinferenceCluster
 
     def leftover_pids(self) -> list[int]:
         """Live processes started by this server/cluster (should be [] after stop())."""

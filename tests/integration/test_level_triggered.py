@@ -163,7 +163,7 @@ def test_ready_is_sent_once_the_first_pass_has_sent_its_launches(
     sock.settimeout(60)
     daemon, _ = start(tmp_path, config_text(rig, {"slow": llm(rig)}), notify=path)
     try:
-        messages = []
+        messages: list[str] = []
         while not any("READY=1" in m for m in messages):
             messages.append(sock.recv(4096).decode())
         ready = next(m for m in messages if "READY=1" in m)
@@ -187,7 +187,7 @@ def test_a_resync_missed_while_stopped_runs_as_soon_as_it_continues(
     daemon, _ = start(tmp_path, config_text(rig, {"emb": embedding(rig)}), env=env)
     try:
         daemon.wait_for(event("model.launch.succeeded", uid="emb"), timeout=180)
-        daemon.wait_for(lambda e: e.get("event") == "pass.finished" and e.get("converged"))
+        daemon.wait_for(lambda e: bool(e.get("event") == "pass.finished" and e.get("converged")))
         daemon.proc.send_signal(signal.SIGSTOP)
         time.sleep(interval + 4)
         daemon.proc.send_signal(signal.SIGCONT)

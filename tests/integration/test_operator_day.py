@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import re
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,10 +20,14 @@ from typing import Any
 
 import pytest
 import tomli_w
-import tomllib
 
 from daemon.cli import main
 from tests.harness import server as xh
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, published as tomli
+    import tomli as tomllib
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]

@@ -43,8 +43,12 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import tomllib
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, published as tomli
+    import tomli as tomllib
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPE_VERSION = 1  # bump to rebuild every cached rootfs
@@ -472,8 +476,8 @@ class Container:
             raise NspawnError(f"in {self.name}: {result}")
         return result
 
-    def sh(self, script: str, **kwargs: object) -> Result:
-        return self.run(["sh", "-ec", script], **kwargs)  # type: ignore[arg-type]
+    def sh(self, script: str, **kwargs: Any) -> Result:
+        return self.run(["sh", "-ec", script], **kwargs)
 
     def write(self, path: str, text: str, mode: int = 0o644) -> None:
         """Write a file inside (as root): through the container, so its own paths apply."""

@@ -132,7 +132,7 @@ def main() -> None:
     event = {
         "event": "test.sandbox_probe",
         "level": "info",
-        "timestamp": datetime.datetime.now(datetime.UTC).isoformat(),
+        "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         "checks": checks,
     }
     print(json.dumps(event), flush=True)

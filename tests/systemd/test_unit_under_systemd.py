@@ -196,6 +196,7 @@ class Service:
         return self.box.run(["systemctl", *args], check=False, timeout=timeout)
 
     def show(self) -> dict[str, str]:
+        props: tuple[str, ...]
         props = ("ActiveState", "SubState", "Result", "MainPID", "NRestarts", "StatusText")
         props += ("InvocationID", "ExecMainCode", "ExecMainStatus", "WatchdogUSec")
         out = self.box.run(["systemctl", "show", UNIT, *(f"--property={p}" for p in props)])
@@ -574,7 +575,9 @@ def test_inside_the_service_the_sandbox_holds_and_the_daemon_works(
     )
     service.write_config(["a", "c"])
     unit = (REPO / "deploy" / UNIT).read_text()
-    exec_start = re.search(r"(?m)^ExecStart=(.*)$", unit).group(1)  # type: ignore[union-attr]
+    found = re.search(r"(?m)^ExecStart=(.*)$", unit)
+    assert found is not None, unit
+    exec_start = found.group(1)
     service.drop_in(
         "test-probe",
         f"[Service]\nExecStart=\nExecStart={VENV}/bin/python {probe} --exec {exec_start}\n",

@@ -5,11 +5,11 @@ schema that exists; the imported file rebuilds the cluster on a server that lost
 from __future__ import annotations
 
 import io
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-import tomllib
 
 from daemon.adapters.config_file import check_config
 from daemon.adapters.state_file import StateStore
@@ -24,6 +24,11 @@ from daemon.reconciler import Options, reconcile_once
 from daemon.testing.builders import gpu_worker
 from daemon.testing.fake_cluster import FakeCluster
 from tests.unit.builders import config, demands, model
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, published as tomli
+    import tomli as tomllib
 
 W1 = "127.0.0.1:30001"
 CUSTOM_EMB: dict[str, Any] = {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from daemon.core import catalogue
@@ -138,7 +140,10 @@ def test_a_text_config_takes_its_class_defaults_for_the_keys_it_leaves_out() -> 
 
 def test_an_explicit_null_is_not_replaced_by_a_class_default() -> None:
     """Mistral v0.2+ disables the window with sliding_window: null (the class default is 4096)."""
-    cfg = {"model_type": "llava_next", "text_config": {**LLAMA_8B, "model_type": "mistral"}}
+    cfg: dict[str, Any] = {
+        "model_type": "llava_next",
+        "text_config": {**LLAMA_8B, "model_type": "mistral"},
+    }
     cfg["text_config"]["sliding_window"] = None
     assert architecture_from_hf_config(cfg).sliding_layers == 0
 

@@ -13,6 +13,7 @@ from daemon.adapters.state_file import StateStore
 from daemon.core.corrections import MARGIN_BYTES, learn, overrun, parse_engine_error
 from daemon.core.demand import claim_on, resolve_model
 from daemon.core.desired import ModelSpec
+from daemon.core.planning import Launch
 from daemon.core.units import GiB
 from daemon.reconciler import Options, PassReport, reconcile_once
 from daemon.testing.builders import gpu_worker
@@ -160,7 +161,7 @@ class Rig:
                 clock=lambda: self.now,
                 monotonic=lambda: self.now,
                 sent=self.sent,
-                events=lambda e, **f: self.events.append((e, f)),
+                events=lambda event, **f: self.events.append((event, f)),
             ),
         )
 
@@ -174,7 +175,9 @@ def test_a_memory_failure_is_relaunched_at_once_with_corrected_arguments(
     rig = Rig(tmp_path)
     rig.cluster.fail["llm"] = PREFIX + MESSAGES[name]
     first = rig.run()
-    sent = first.plan.actions[0].launch_args  # type: ignore[union-attr]
+    launch = first.plan.actions[0]
+    assert isinstance(launch, Launch)
+    sent = launch.launch_args
     rig.cluster.fail.clear()
     second = rig.run()  # sees ERROR, learns, relaunches in the same pass
     corrected = [f for e, f in rig.events if e == "estimate.corrected"]
@@ -187,6 +190,7 @@ def test_a_memory_failure_is_relaunched_at_once_with_corrected_arguments(
     refused = [r for r in second.plan.refused if r.uid == "llm"]
     assert relaunch or refused  # a launch that fits, or a refusal that says why
     if relaunch:
+        assert isinstance(relaunch[0], Launch)
         assert relaunch[0].launch_args != sent  # never the same failing arguments again
         assert relaunch[0].launch_args["gpu_memory_utilization"] > sent["gpu_memory_utilization"]
     assert store_corrections(rig)

@@ -8,11 +8,11 @@ from __future__ import annotations
 import io
 import json
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-import tomllib
 
 from daemon.adapters.config_file import load_config
 from daemon.adapters.state_file import StateStore
@@ -22,6 +22,11 @@ from daemon.reconciler import Options, reconcile_once
 from daemon.testing.builders import gpu_worker
 from daemon.testing.fake_cluster import FakeCluster
 from tests.unit.builders import config, demands
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, published as tomli
+    import tomli as tomllib
 
 REPO = Path(__file__).resolve().parents[2]
 W1 = "127.0.0.1:30001"

@@ -22,6 +22,7 @@ import io
 import json
 import math
 import random
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -33,10 +34,7 @@ import tomli_w
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from daemon.adapters.config_file import (
-    load_config,
-    tomllib,  # tomli on Python 3.10
-)
+from daemon.adapters.config_file import load_config
 from daemon.adapters.snapshot_file import observed_from_document
 from daemon.adapters.systemd import Notifier
 from daemon.app import Daemon
@@ -64,6 +62,11 @@ from daemon.testing.fake_cluster import FakeCluster
 from daemon.testing.simulator import apply_plan, run_to_completion
 from tests.unit.builders import DAEMON_CONFIG, config, demands, plan_for
 from tests.unit.test_plan_properties import clusters, configs, policies
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, published as tomli
+    import tomli as tomllib
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "config.example.toml"

@@ -203,7 +203,7 @@ def test_the_adapter_never_sends_a_body_that_is_not_json() -> None:
     adapter = XinferenceAdapter(
         endpoint="http://127.0.0.1:1",
         credentials=Credentials(mode="none"),
-        session=NoNetwork(),  # type: ignore[arg-type]
+        session=NoNetwork(),  # type: ignore[arg-type]  # not a requests.Session: fails if used
     )
     launch = Launch(
         uid="a",

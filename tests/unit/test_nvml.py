@@ -218,6 +218,7 @@ def test_unattributed_process_memory_is_none(fake: FakeNvml) -> None:
 
 def test_a_gpu_that_cannot_list_processes_still_reports_its_memory(fake: FakeNvml) -> None:
     fake.devices = [h100(processes_error=FakeNvmlError("Not Supported"))]
+    # this one test swaps the fake's method for one that fails as an old driver does
     fake.nvmlDeviceGetComputeRunningProcesses_v2 = _not_supported  # type: ignore[method-assign]
     (gpu,) = probe().gpus
     assert gpu.processes == ()

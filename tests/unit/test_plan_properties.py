@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from daemon.cli.render import plan_json
 from daemon.core.admission import precedence
+from daemon.core.demand import Demand
 from daemon.core.observed import ObservedState, Worker
 from daemon.core.planning import Plan
 from daemon.core.units import GiB
@@ -136,6 +137,12 @@ def test_the_plan_does_not_depend_on_input_order(
     )
 
 
+def _estimate_gib(d: Demand) -> float:
+    gib = d.spec.memory.estimate_gib
+    assert gib is not None  # every model of the test below sets one
+    return gib
+
+
 def _exists_placement(
     needs: list[tuple[int, int]], observed: ObservedState, limit: dict[Any, int]
 ) -> bool:
@@ -197,7 +204,7 @@ def test_a_model_is_refused_only_when_exhaustive_search_finds_no_placement_eithe
             d for d in order[: [d.uid for d in order].index(refusal.uid)] if d.uid in admitted
         ]
         needs = [
-            (d.gpus_needed, round(d.spec.memory.estimate_gib * GiB))
+            (d.gpus_needed, round(_estimate_gib(d) * GiB))
             for d in [*before, demands(cfg)[refusal.uid]]
-        ]  # type: ignore[operator]
+        ]
         assert not _exists_placement(needs, observed, limit), refusal

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from types import MappingProxyType
+from typing import Any
 
 from daemon.core.observed import GpuRef, RunningModel
 from daemon.core.ownership import LaunchRecord
@@ -28,8 +29,8 @@ def launches(p: Plan) -> dict[str, Launch]:
     return {a.uid: a for a in p.admitted}
 
 
-def terminations(p: object) -> list[str]:
-    return [a.uid for a in p.actions if isinstance(a, Terminate)]  # type: ignore[attr-defined]
+def terminations(p: Plan) -> list[str]:
+    return [a.uid for a in p.actions if isinstance(a, Terminate)]
 
 
 def running(
@@ -40,7 +41,7 @@ def running(
     gpus: tuple[int, ...] = (0,),
     status: str = "READY",
     engine: str = "Transformers",
-    **kw: object,
+    **kw: Any,
 ) -> RunningModel:
     return RunningModel(
         uid=uid,
@@ -50,7 +51,7 @@ def running(
         gpu_indexes=gpus,
         status=status,
         **kw,
-    )  # type: ignore[arg-type]
+    )
 
 
 def test_missing_models_are_launched_on_a_gpu_that_fits() -> None:

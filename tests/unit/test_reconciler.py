@@ -10,6 +10,7 @@ import pytest
 
 from daemon.adapters.state_file import StateStore
 from daemon.core.desired import Config
+from daemon.core.planning import Terminate
 from daemon.errors import RequestRejected, ServerUnavailable
 from daemon.reconciler import Options, PassReport, reconcile_once
 from daemon.testing.builders import gpu_worker
@@ -57,7 +58,7 @@ class Rig:
                 clock=self.clock,
                 monotonic=self.clock.monotonic,
                 sent=self.sent,
-                events=lambda e, **f: self.events.append((e, f)),
+                events=lambda event, **f: self.events.append((event, f)),
                 **kw,
             ),
         )
@@ -362,7 +363,7 @@ def test_an_unreachable_cluster_raises_a_temporary_error_and_acts_on_nothing(
     assert store.load().records == {}
 
 
-CUSTOM = {
+CUSTOM: dict[str, Any] = {
     "model_name": "my-embedder",
     "model_type": "embedding",
     "model_engine": "sentence_transformers",
@@ -381,7 +382,7 @@ def test_custom_models_are_registered_before_launch_and_again_when_changed(
     assert r.named("model.registered") == [
         {"model_name": "my-embedder", "model_type": "embedding", "replaced": False}
     ]
-    moved = {**CUSTOM, "custom": {**CUSTOM["custom"], "model_uri": "/models/b"}}  # type: ignore[dict-item]
+    moved = {**CUSTOM, "custom": {**CUSTOM["custom"], "model_uri": "/models/b"}}
     r.converge(config({"e": moved}))
     registered = r.cluster.registrations[("embedding", "my-embedder")]
     assert registered["model_specs"][0]["model_uri"] == "/models/b"
@@ -415,7 +416,8 @@ def test_a_model_removed_while_it_loads_is_cancelled_not_forgotten(store: StateS
     r.run(config({"a": model(gib=4)}))
     report = r.run(config({}, on_empty_config="prune"))
     (terminate,) = [a for a in report.plan.actions if a.uid == "a"]
-    assert terminate.loading  # type: ignore[union-attr]
+    assert isinstance(terminate, Terminate)
+    assert terminate.loading
     assert [(x.kind, x.ok, x.message) for x in report.results] == [
         ("terminate", True, "terminated")
     ]

@@ -21,6 +21,7 @@ import json
 import os
 import secrets
 import socket
+import sys
 import threading
 import traceback
 from collections.abc import Iterator
@@ -41,6 +42,11 @@ from daemon.core.desired import AuthConfig, ClusterConfig
 from daemon.errors import AuthError, ClusterError
 from daemon.events import REDACTED, EventLogger, configure
 from daemon.settings import Settings
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, published as tomli
+    import tomli as tomllib
 
 REPO = Path(__file__).resolve().parents[2]
 MARKER = f"XRSECRET-{secrets.token_hex(8)}"
@@ -355,8 +361,6 @@ def test_no_command_output_or_file_shows_the_secret(
 def test_repr_of_the_credentials_never_shows_the_secret(
     kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from daemon.adapters.config_file import tomllib  # tomli on Python 3.10
-
     auth = AuthConfig.model_validate(tomllib.loads(secret_source(kind, tmp_path, monkeypatch)))
     credentials = load_credentials(auth)
     assert credentials.secret == MARKER
@@ -412,8 +416,6 @@ def test_a_server_that_echoes_the_login_body_does_not_make_the_adapter_repeat_it
 
 
 def _toml(text: str) -> dict[str, Any]:
-    from daemon.adapters.config_file import tomllib  # tomli on Python 3.10
-
     return tomllib.loads(text)
 
 
@@ -612,7 +614,9 @@ def test_tls_verification_is_on_unless_disabled(tmp_path: Path) -> None:
     none = Credentials(mode="none")
     assert ClusterConfig().verify_tls is True
     assert XinferenceAdapter(endpoint="https://x", credentials=none)._verify is True
-    assert real_cluster(ClusterConfig(endpoint="https://x"), None)._verify is True  # type: ignore[attr-defined]
+    real = real_cluster(ClusterConfig(endpoint="https://x"), None)
+    assert isinstance(real, XinferenceAdapter)  # what it builds behind the ClusterPort type
+    assert real._verify is True
     cfg = tmp_path / "config.toml"
     cfg.write_text(config_text("https://xinference.internal", 'mode = "none"'))
     from daemon.adapters.config_file import load_config

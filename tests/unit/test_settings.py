@@ -54,7 +54,8 @@ BAD_VALUES = [
 def test_a_bad_setting_is_one_line_naming_the_variable(
     name: str, value: str, expected: str | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from daemon.settings import SettingsError, load_settings
+    from daemon.errors import SettingsError
+    from daemon.settings import load_settings
 
     monkeypatch.setenv(ENV_PREFIX + name, value)
     if expected is None:
@@ -74,7 +75,7 @@ def test_run_exits_78_on_a_bad_setting_with_the_message_and_no_traceback(
 ) -> None:
     monkeypatch.setenv(ENV_PREFIX + name, value)
     code, out, err = run("run", str(EXAMPLE), "--state-dir", str(tmp_path))
-    assert code == Exit.CONFIG == 78
+    assert code == Exit.CONFIG.value == 78
     assert err.startswith("invalid settings (1 problem(s)):\n"), err
     assert f"{ENV_PREFIX}{name}: " in err
     assert expected in err
@@ -83,7 +84,8 @@ def test_run_exits_78_on_a_bad_setting_with_the_message_and_no_traceback(
 
 
 def test_every_problem_is_listed_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    from daemon.settings import SettingsError, load_settings
+    from daemon.errors import SettingsError
+    from daemon.settings import load_settings
 
     monkeypatch.setenv(ENV_PREFIX + "LOG_FORMAT", "xml")
     monkeypatch.setenv(ENV_PREFIX + "RESYNC_INTERVAL_SECONDS", "-3")
@@ -102,7 +104,8 @@ def test_names_are_case_insensitive_and_levels_too(monkeypatch: pytest.MonkeyPat
 
 
 def test_a_flag_is_named_as_the_flag() -> None:
-    from daemon.settings import SettingsError, load_settings
+    from daemon.errors import SettingsError
+    from daemon.settings import load_settings
 
     with pytest.raises(SettingsError, match=r"^--endpoint: no scheme"):
         load_settings({"endpoint": ("--endpoint", "localhost:9997")})

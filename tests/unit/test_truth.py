@@ -132,7 +132,8 @@ def test_fixing_a_bad_file_is_announced_and_shown_meanwhile(tmp_path: Path) -> N
     rig.config.write_text(good)
     rig.daemon.run_pass({"file"})
     (valid,) = rig.events("config.valid")
-    assert valid["revision"] == rig.daemon.good.revision  # type: ignore[union-attr]
+    assert rig.daemon.good is not None
+    assert valid["revision"] == rig.daemon.good.revision
     assert b"xr_config_file_valid 1.0" in rig.daemon.metrics.render()
     assert rig.daemon.readiness()[0]
 
@@ -354,6 +355,7 @@ def test_apply_converges_with_the_confirmed_plan(
     config = tmp_path / "c.toml"
     config.write_text(DAEMON_CONFIG)
     cluster = fake()
+    # a plain FakeCluster has no credentials; apply asks whether they may write
     cluster.credentials = MovingCluster.credentials  # type: ignore[attr-defined]
     monkeypatch.setattr(live, "adapter_for", lambda *_a, **_k: cluster)
     out, err = io.StringIO(), io.StringIO()

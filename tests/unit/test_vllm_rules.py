@@ -126,13 +126,14 @@ def test_the_profiling_batch_under_each_version(
 
 
 def test_multimodal_and_pooling_floors_apply_where_the_source_has_them() -> None:
-    def batch(version: str, **kw: bool) -> int:
+    def batch(version: str, *, multimodal: bool = False, pooling: bool = False) -> int:
         return profile_batch(
             rules_for(version),
             usage=Usage.XINFERENCE,
             max_model_len=4096,
             gpu_total_bytes=80 * GiB,
-            **kw,
+            multimodal=multimodal,
+            pooling=pooling,
         )[0]
 
     assert batch("0.11.0", multimodal=True) == 5120

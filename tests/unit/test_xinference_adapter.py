@@ -175,6 +175,7 @@ class StubSession(requests.Session):
         self.script = script
         self.seen: list[tuple[str, str, dict[str, str], Any]] = []
 
+    # narrower than Session.request on purpose: the adapter passes only method, url and keywords
     def request(self, method: str, url: str, **kw: Any) -> requests.Response:  # type: ignore[override]
         path = "/" + url.split("/", 3)[3].split("?", maxsplit=1)[0]
         self.seen.append((method, path, dict(kw.get("headers") or {}), kw.get("json")))
@@ -244,7 +245,7 @@ def test_failures_become_the_projects_error_types(answer: Any, error: type[Excep
 
 def test_a_token_is_refreshed_before_it_expires_and_secrets_never_show() -> None:
     now = [1000.0]
-    script = {
+    script: dict[tuple[str, str], list[Any]] = {
         ("POST", "/token"): [(200, {"access_token": _jwt(1000 + 1800), "refresh_token": "r1"})],
         ("GET", "/v1/models"): [(200, {"data": []}), (200, {"data": []})],
         ("POST", "/v1/auth/refresh"): [
@@ -261,7 +262,7 @@ def test_a_token_is_refreshed_before_it_expires_and_secrets_never_show() -> None
 
 
 def test_a_401_logs_in_again_once() -> None:
-    script = {
+    script: dict[tuple[str, str], list[Any]] = {
         ("POST", "/token"): [
             (200, {"access_token": "t1", "refresh_token": "r"}),
             (200, {"access_token": "t2", "refresh_token": "r"}),
@@ -288,7 +289,7 @@ def test_refused_login_names_the_user_and_the_source_not_the_secret() -> None:
 
 
 def test_terminate_removes_the_autostart_entry_first_and_tolerates_not_found() -> None:
-    script = {
+    script: dict[tuple[str, str], list[Any]] = {
         ("DELETE", "/v1/autostart/models/x"): [(200, {"models": []})],
         ("DELETE", "/v1/models/x"): [
             (400, {"detail": "Model not found in the model list, uid: x"})

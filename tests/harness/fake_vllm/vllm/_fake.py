@@ -192,7 +192,8 @@ class _Namespace:
 
 
 class ModelConfig(_Namespace):
-    pass
+    model: str
+    max_model_len: int
 
 
 class CacheConfig(_Namespace):
@@ -200,7 +201,8 @@ class CacheConfig(_Namespace):
 
 
 class VllmConfig(_Namespace):
-    pass
+    model_config: ModelConfig
+    cache_config: CacheConfig
 
 
 def _default_max_model_len(model_path: str) -> int:

@@ -1,6 +1,11 @@
 """``vllm.inputs.data``: the prompt dictionaries."""
 
-from typing import NotRequired, TypedDict
+import sys
+
+if sys.version_info >= (3, 11):
+    from typing import NotRequired, TypedDict
+else:  # Python 3.10 has no typing.NotRequired; the server venv installs typing_extensions
+    from typing_extensions import NotRequired, TypedDict
 
 
 class TextPrompt(TypedDict):
