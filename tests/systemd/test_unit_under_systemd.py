@@ -453,7 +453,10 @@ def test_an_invalid_file_fails_the_reload_and_the_last_good_config_stays(
         lambda e: e["event"] == "reload.failed" and when(e) >= asked, "reload.failed"
     )
     assert "the new config is invalid" in failed["error"]
-    assert props["StatusText"] == "2/2 models in sync", props  # b was not pruned
+    # b was not pruned, and the status says why the file on disk is not the one in force
+    assert props["StatusText"] == (
+        "2/2 models in sync; the config file on disk is invalid (the last good one is in force)"
+    ), props
     service.write_config(["a", "b"])
     assert service.systemctl("reload", UNIT, timeout=400).ok
 
@@ -593,8 +596,10 @@ def test_inside_the_service_the_sandbox_holds_and_the_daemon_works(
     checks = service.wait_event(
         lambda e: e["event"] == "test.sandbox_probe", "the probe's report", invocation=run
     )["checks"]
-    # DynamicUser=: a throw-away uid with the unit's name
-    assert 61184 <= checks["uid"] <= 65519, checks
+    # DynamicUser= with the system user README.md creates: systemd runs the service as that
+    # user (so the 0640 config's group can read it), not as a throw-away dynamic uid
+    passwd = service.box.run(["getent", "passwd", "xinference-reconciler"]).stdout.split(":")
+    assert checks["uid"] == int(passwd[2]), (checks, passwd)
     assert checks["user"] == "xinference-reconciler", checks
     # LoadCredential=: the password is in the credentials directory, and only there
     assert checks["credential"] == "ok", checks
@@ -636,7 +641,7 @@ def test_inside_the_service_the_sandbox_holds_and_the_daemon_works(
     assert checks["state directory owner"] == checks["uid"], checks
     owner, mode = service.box.run(["stat", "-c", "%u %a", f"{STATE}/state.json"]).stdout.split()
     assert mode == "600"
-    # on disk: chowned to the dynamic uid (252), or owned by nobody and id-mapped into the
+    # on disk: chowned to the service's uid (252), or owned by nobody and id-mapped into the
     # service (257)
     assert owner in (str(checks["uid"]), "65534"), owner
 
@@ -664,8 +669,7 @@ def test_the_journal_holds_one_json_event_per_line_at_its_level(
     assert {"info", "warning"} <= levels, levels
     warnings = service.journal("--priority=warning")
     assert warnings
-    assert all(
-        json.loads(w["MESSAGE"])["level"] == "warning"
-        for w in warnings
-        if w.get("_TRANSPORT") == "stdout"
-    )
+    above = [json.loads(w["MESSAGE"]) for w in warnings if w.get("_TRANSPORT") == "stdout"]
+    assert {e["level"] for e in above} <= {"warning", "error", "critical"}, above
+    # the only errors this suite provokes: the reload of an invalid file (the test above)
+    assert {e["event"] for e in above if e["level"] != "warning"} <= {"reload.failed"}, above
