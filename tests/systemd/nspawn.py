@@ -479,6 +479,10 @@ class Container:
     def sh(self, script: str, **kwargs: Any) -> Result:
         return self.run(["sh", "-ec", script], **kwargs)
 
+    def uid(self, user: str) -> int:
+        """The uid of a user in the container's passwd database."""
+        return int(self.run(["id", "-u", user]).stdout)
+
     def write(self, path: str, text: str, mode: int = 0o644) -> None:
         """Write a file inside (as root): through the container, so its own paths apply."""
         self.run(["sh", "-ec", f'umask 077; cat > "$0"; chmod {mode:o} "$0"', path], input=text)

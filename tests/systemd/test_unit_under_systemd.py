@@ -598,8 +598,7 @@ def test_inside_the_service_the_sandbox_holds_and_the_daemon_works(
     )["checks"]
     # DynamicUser= with the system user README.md creates: systemd runs the service as that
     # user (so the 0640 config's group can read it), not as a throw-away dynamic uid
-    passwd = service.box.run(["getent", "passwd", "xinference-reconciler"]).stdout.split(":")
-    assert checks["uid"] == int(passwd[2]), (checks, passwd)
+    assert checks["uid"] == service.box.uid("xinference-reconciler"), checks
     assert checks["user"] == "xinference-reconciler", checks
     # LoadCredential=: the password is in the credentials directory, and only there
     assert checks["credential"] == "ok", checks
