@@ -572,25 +572,17 @@ def _learned(
 def _report_learned(learned: tuple[Learned, ...], events: EventSink) -> None:
     for item in learned:
         c = item.correction
+        fields = {
+            "uid": item.uid,
+            "kind": c.kind,
+            "extra_bytes": c.extra_bytes,
+            "before_bytes": item.before_bytes,
+            "after_bytes": item.after_bytes,
+            "evidence": c.evidence,
+        }
         if item.overrun:
-            events(
-                "memory.overrun",
-                uid=item.uid,
-                kind=c.kind,
-                extra_bytes=c.extra_bytes,
-                before_bytes=item.before_bytes,
-                after_bytes=item.after_bytes,
-                evidence=c.evidence,
-            )
-        events(
-            "estimate.corrected",
-            uid=item.uid,
-            kind=c.kind,
-            extra_bytes=c.extra_bytes,
-            before_bytes=item.before_bytes,
-            after_bytes=item.after_bytes,
-            evidence=c.evidence,
-        )
+            events("memory.overrun", **fields)
+        events("estimate.corrected", **fields)
 
 
 def reconcile_once(

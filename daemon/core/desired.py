@@ -13,7 +13,9 @@ from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     Strict,
@@ -166,6 +168,11 @@ def _vllm_version(value: str | None) -> str | None:
     return value
 
 
+# A quoted release such as "0.11.0" (a bare number is refused before type checks, with a hint).
+VllmVersion = Annotated[
+    Str | None, BeforeValidator(_unquoted_version), AfterValidator(_vllm_version)
+]
+
 _VLLM_VERSION_HELP = (
     "the vLLM release installed there, e.g. '0.11.0' (pip show vllm). It decides what vLLM counts "
     "inside gpu_memory_utilization (docs/estimator.md). A version a running vLLM model reports "
@@ -176,17 +183,7 @@ _VLLM_VERSION_HELP = (
 class WorkerConfig(_Frozen):
     """What the reconciler should know about one worker that Xinference does not report."""
 
-    vllm_version: Str | None = Field(None, description=f"On this worker: {_VLLM_VERSION_HELP}")
-
-    @field_validator("vllm_version", mode="before")
-    @classmethod
-    def _quoted(cls, value: Any) -> Any:
-        return _unquoted_version(value)
-
-    @field_validator("vllm_version")
-    @classmethod
-    def _version(cls, value: str | None) -> str | None:
-        return _vllm_version(value)
+    vllm_version: VllmVersion = Field(None, description=f"On this worker: {_VLLM_VERSION_HELP}")
 
 
 class ClusterConfig(_Frozen):
@@ -201,7 +198,7 @@ class ClusterConfig(_Frozen):
     ca_bundle: Str | None = Field(
         None, description="CA bundle file for a private certificate authority."
     )
-    vllm_version: Str | None = Field(
+    vllm_version: VllmVersion = Field(
         None,
         description=f"On every worker unless [cluster.workers] says otherwise: {_VLLM_VERSION_HELP}",
     )
@@ -210,16 +207,6 @@ class ClusterConfig(_Frozen):
         description="Per-worker settings, keyed by the worker's address (ip:port, as Xinference "
         "lists it) or its host.",
     )
-
-    @field_validator("vllm_version", mode="before")
-    @classmethod
-    def _quoted(cls, value: Any) -> Any:
-        return _unquoted_version(value)
-
-    @field_validator("vllm_version")
-    @classmethod
-    def _version(cls, value: str | None) -> str | None:
-        return _vllm_version(value)
 
     @field_validator("workers")
     @classmethod
