@@ -152,8 +152,12 @@ def soak(
                 faults.kill()
                 schedule["kill"] += kill
             _drain(daemon, result, faults, timeout=0.5)
-        deadline = time.monotonic() + 120  # settle, then compare with the file
-        while time.monotonic() < deadline and not result.converged:
+        # Settle, then compare with the file. The server shows a relaunched model READY a pass
+        # before the daemon reports it (its next pass settles the launch), so wait for both.
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (
+            result.converged and not faults.killed & set(faults.desired)
+        ):
             _drain(daemon, result, faults, timeout=2.0)
             result.converged = faults.converged()
         _drain(daemon, result, faults, timeout=0.0)
