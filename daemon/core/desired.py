@@ -169,7 +169,7 @@ def _vllm_version(value: str | None) -> str | None:
 
 
 # A quoted release such as "0.11.0" (a bare number is refused before type checks, with a hint).
-VllmVersion = Annotated[
+VllmVersionField = Annotated[
     Str | None, BeforeValidator(_unquoted_version), AfterValidator(_vllm_version)
 ]
 
@@ -183,7 +183,9 @@ _VLLM_VERSION_HELP = (
 class WorkerConfig(_Frozen):
     """What the reconciler should know about one worker that Xinference does not report."""
 
-    vllm_version: VllmVersion = Field(None, description=f"On this worker: {_VLLM_VERSION_HELP}")
+    vllm_version: VllmVersionField = Field(
+        None, description=f"On this worker: {_VLLM_VERSION_HELP}"
+    )
 
 
 class ClusterConfig(_Frozen):
@@ -198,7 +200,7 @@ class ClusterConfig(_Frozen):
     ca_bundle: Str | None = Field(
         None, description="CA bundle file for a private certificate authority."
     )
-    vllm_version: VllmVersion = Field(
+    vllm_version: VllmVersionField = Field(
         None,
         description=f"On every worker unless [cluster.workers] says otherwise: {_VLLM_VERSION_HELP}",
     )

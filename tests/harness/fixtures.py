@@ -126,14 +126,18 @@ def _stop_and_check(srv: Any) -> None:
     assert not left, f"processes survived the harness stop: {left}"
 
 
-def _start_plain(tiny: dict) -> ServerInfo:
-    srv = xh.XinferenceServer(auth=False).start()
+def _registered(srv: Any, tiny: dict) -> dict:
+    """Register the tiny models on a server just started (no auth); stop it if that fails."""
     try:
-        names = xh.register_custom_models(srv.base_url, None, tiny)
+        return xh.register_custom_models(srv.base_url, None, tiny)
     except BaseException:
         srv.stop()
         raise
-    return ServerInfo(srv.base_url, srv, names)
+
+
+def _start_plain(tiny: dict) -> ServerInfo:
+    srv = xh.XinferenceServer(auth=False).start()
+    return ServerInfo(srv.base_url, srv, _registered(srv, tiny))
 
 
 def _start_auth(tiny: dict) -> ServerInfo:
@@ -159,12 +163,7 @@ def _start_auth(tiny: dict) -> ServerInfo:
 
 def _start_cluster(tiny: dict) -> ServerInfo:
     cl = xh.XinferenceCluster(2, auth=False).start()
-    try:
-        names = xh.register_custom_models(cl.base_url, None, tiny)
-    except BaseException:
-        cl.stop()
-        raise
-    return ServerInfo(cl.base_url, cl, names)
+    return ServerInfo(cl.base_url, cl, _registered(cl, tiny))
 
 
 @dataclass

@@ -18,7 +18,7 @@ from daemon.core.units import GiB
 from daemon.reconciler import Options, PassReport, reconcile_once
 from daemon.testing.builders import gpu_worker
 from daemon.testing.fake_cluster import FakeCluster
-from tests.unit.builders import TINY_ARCH, config, demands
+from tests.unit.builders import TINY_ARCH, config, demands, llama_3_8b_hf_config
 
 W1 = "127.0.0.1:30001"
 PREFIX = "[address=127.0.0.1:40031, pid=16982] "
@@ -86,15 +86,7 @@ LLM: dict[str, Any] = {
     "model_name": "llama",
     "model_engine": "vLLM",
     "architecture": {
-        "fields": {
-            **TINY_ARCH,
-            "num_hidden_layers": 32,
-            "hidden_size": 4096,
-            "num_attention_heads": 32,
-            "num_key_value_heads": 8,
-            "intermediate_size": 14336,
-            "vocab_size": 128256,
-        },
+        "fields": {**TINY_ARCH, **llama_3_8b_hf_config()},
         "weights_gib": 15.0,
     },
     "memory": {"max_model_len": 32768, "gpu_memory_utilization": "minimum"},

@@ -25,6 +25,7 @@ from daemon.core.vllm_rules import (
     rules_for,
     version_problem,
 )
+from tests.unit.builders import llama_3_8b_hf_config
 
 
 @pytest.mark.parametrize(
@@ -208,16 +209,7 @@ def test_the_48_gb_case_an_older_vllm_counts_the_context_inside() -> None:
 
 
 ARCHS = [
-    {  # dense, GQA
-        "model_type": "llama",
-        "num_hidden_layers": 32,
-        "hidden_size": 4096,
-        "num_attention_heads": 32,
-        "num_key_value_heads": 8,
-        "intermediate_size": 14336,
-        "vocab_size": 128256,
-        "max_position_embeddings": 131072,
-    },
+    llama_3_8b_hf_config(max_position_embeddings=131072),  # dense, GQA
     {  # MoE with sliding windows
         "model_type": "gpt_oss",
         "num_hidden_layers": 24,
